@@ -1,0 +1,54 @@
+# supworker: two commands on a fresh Debian machine.
+#   make run    install what is missing, start Redis/RabbitMQ/PostgreSQL, migrate, run everything
+#   make test   the same set-up, then the test suite
+# Both are idempotent: a second run only does what is not done yet.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: run test services services-down services-status migrate admin bench lint check clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@scripts/ensure_python.sh "$(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+services:
+	@scripts/services.sh up
+
+services-down:
+	@scripts/services.sh down
+
+services-status:
+	@scripts/services.sh status
+
+migrate: venv services
+	$(BIN)/python manage.py migrate --no-input
+
+admin: migrate
+	@$(BIN)/python manage.py ensure_admin
+
+test: migrate
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run: admin
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+bench: migrate
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check .
+
+check: venv
+	$(BIN)/python manage.py check
+
+clean: services-down
+	rm -rf var logs test-output

@@ -1,0 +1,52 @@
+"""The notification log and the push devices."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from fcm_django.models import AbstractFCMDevice
+
+from supworker.models.messenger import created_at, uuid_pk
+
+
+class Notification(models.Model):
+    """One row per delivery outcome: what was sent to whom, and whether it arrived."""
+
+    id = uuid_pk()
+    user_id = models.UUIDField(db_index=True)
+    type = models.CharField(max_length=16, help_text="push, email or sms")
+    title = models.TextField(null=True, blank=True)
+    body = models.TextField(null=True, blank=True)
+    success = models.BooleanField(null=True)
+    created_at = created_at()
+    # Beyond the messenger's columns: enough to answer "did user X get it, and if not why".
+    job_id = models.CharField(max_length=128, null=True, blank=True)
+    recipient = models.CharField(
+        max_length=255, blank=True, default="", help_text="masked address, number or device id"
+    )
+    error = models.TextField(blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        db_table = "notifications"
+        constraints = [
+            # A redelivered job finds its earlier row instead of sending again.
+            models.UniqueConstraint(
+                fields=["job_id", "recipient"], name="notifications_job_recipient_uniq", condition=Q(job_id__isnull=False)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} to {self.user_id}"
+
+
+class Device(AbstractFCMDevice):
+    """An fcm-django device keyed by the messenger's user id (users live in the messenger's database)."""
+
+    user = None
+    user_id = models.UUIDField(null=True, blank=True, db_index=True)
+
+    class Meta(AbstractFCMDevice.Meta):
+        db_table = "fcm_devices"
+        verbose_name = "FCM device"
+        indexes = [models.Index(fields=["registration_id", "user_id"], name="fcm_devices_token_user_idx")]

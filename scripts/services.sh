@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Project-local Redis, RabbitMQ and PostgreSQL for development, tests and `make run`.
+#
+#   scripts/services.sh up      install what is missing (as root), start what is not running
+#   scripts/services.sh down    stop the three servers
+#   scripts/services.sh status  say what runs
+#
+# Each server listens on 127.0.0.1 on the project's own ports, keeps its data under var/ and
+# has its own node name, pid file and (for RabbitMQ) its own epmd port, so servers already on
+# the machine on the standard ports are never touched. Running `up` twice is harmless and quick.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VAR="$ROOT/var"
+REDIS_PORT="${SUPWORKER_REDIS_PORT:-6390}"
+AMQP_PORT="${SUPWORKER_AMQP_PORT:-5690}"
+AMQP_DIST_PORT="${SUPWORKER_AMQP_DIST_PORT:-25690}"
+AMQP_EPMD_PORT="${SUPWORKER_EPMD_PORT:-4390}"
+PG_PORT="${SUPWORKER_PG_PORT:-5440}"
+PG_DB=supworker PG_USER=supworker PG_PASSWORD=supworker
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# --- installing what is missing ---------------------------------------------------------
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+missing_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+  [ -n "$(pg_bindir)" ] || missing+=(postgresql)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  echo "${missing[@]:-}"
+}
+
+install_packages() {
+  local missing
+  missing="$(missing_packages)"
+  [ -z "$missing" ] && return 0
+  if ! is_root; then
+    die "missing packages; run: sudo apt-get update && sudo apt-get install -y $missing"
+  fi
+  log "installing $missing"
+  # Keep the packages' own system services from starting: we run our own instances.
+  local policy=/usr/sbin/policy-rc.d had_policy=0
+  [ -e "$policy" ] && had_policy=1 && cp -p "$policy" "$policy.supworker-backup"
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+  local status=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null; } || status=$?
+  if [ "$had_policy" = 1 ]; then mv "$policy.supworker-backup" "$policy"; else rm -f "$policy"; fi
+  [ "$status" = 0 ] || die "apt-get install $missing failed (exit $status)"
+}
+
+# Run a command as the unprivileged owner of a server's data when we are root.
+as_user() {
+  local user="$1"; shift
+  if is_root; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+
+owned_dir() {
+  local user="$1" dir="$2"
+  mkdir -p "$dir"
+  if is_root; then chown -R "$user" "$dir"; fi
+}
+
+check_traversable() {
+  # Servers that drop root need to reach var/ through every parent directory.
+  local user="$1"
+  is_root || return 0
+  runuser -u "$user" -- test -x "$VAR" ||
+    die "user $user cannot reach $VAR: give the parent directories o+x (chmod o+x ...)"
+}
+
+# --- Redis ------------------------------------------------------------------------------
+redis_up() {
+  if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    log "redis already running on 127.0.0.1:$REDIS_PORT"; return 0
+  fi
+  mkdir -p "$VAR/redis" "$VAR/log" "$VAR/run"
+  # Append-only file with fsync every second: a restart keeps queued jobs.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$VAR/redis" \
+    --daemonize yes --pidfile "$VAR/run/redis.pid" --logfile "$VAR/log/redis.log" \
+    --appendonly yes --appendfsync everysec --save "" --protected-mode yes
+  for _ in $(seq 50); do
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && { log "redis up on 127.0.0.1:$REDIS_PORT"; return 0; }
+    sleep 0.1
+  done
+  die "redis did not start; see $VAR/log/redis.log"
+}
+
+redis_down() {
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 && log "redis stopped" || true
+}
+
+# --- RabbitMQ ---------------------------------------------------------------------------
+rabbit_env() {
+  export RABBITMQ_NODENAME="supworker@localhost"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$AMQP_PORT"
+  export RABBITMQ_DIST_PORT="$AMQP_DIST_PORT"
+  export ERL_EPMD_PORT="$AMQP_EPMD_PORT"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_MNESIA_BASE="$VAR/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$VAR/rabbitmq/log"
+  export RABBITMQ_PID_FILE="$VAR/rabbitmq/rabbitmq.pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$VAR/rabbitmq/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$VAR/rabbitmq/rabbitmq.conf"
+}
+
+rabbitmqctl_() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
+
+rabbit_running() { rabbitmqctl_ -q status >/dev/null 2>&1; }
+
+rabbit_up() {
+  rabbit_env
+  if rabbit_running; then log "rabbitmq already running on 127.0.0.1:$AMQP_PORT"; return 0; fi
+  local user=rabbitmq
+  is_root && id rabbitmq >/dev/null 2>&1 || user="$(id -un)"
+  check_traversable "$user"
+  mkdir -p "$VAR/rabbitmq/mnesia" "$VAR/rabbitmq/log"
+  echo '[].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
+  cat >"$RABBITMQ_CONFIG_FILE" <<EOF
+listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
+loopback_users.guest = true
+log.file.level = warning
+# Local development broker: do not block publishers on a nearly full developer disk.
+disk_free_limit.absolute = 50MB
+EOF
+  owned_dir "$user" "$VAR/rabbitmq"
+  rm -f "$RABBITMQ_PID_FILE"
+  # The Debian wrapper drops from root to the rabbitmq user; it keeps the RABBITMQ_* variables.
+  nohup rabbitmq-server >"$VAR/rabbitmq/log/startup.log" 2>&1 &
+  # `wait` returns once the node has booted; a cold start takes 10-30 s.
+  for _ in $(seq 60); do [ -s "$RABBITMQ_PID_FILE" ] && break; sleep 0.5; done
+  [ -s "$RABBITMQ_PID_FILE" ] || die "rabbitmq did not write its pid file; see $VAR/rabbitmq/log/"
+  rabbitmqctl_ -q wait --timeout 90 "$RABBITMQ_PID_FILE" >/dev/null ||
+    die "rabbitmq did not start; see $VAR/rabbitmq/log/"
+  log "rabbitmq up on 127.0.0.1:$AMQP_PORT (node $RABBITMQ_NODENAME)"
+}
+
+rabbit_down() {
+  rabbit_env
+  rabbit_running || { epmd -port "$AMQP_EPMD_PORT" -kill >/dev/null 2>&1 || true; return 0; }
+  rabbitmqctl_ -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 && log "rabbitmq stopped" || true
+  # Our own epmd (on its private port) has no other node to serve.
+  epmd -port "$AMQP_EPMD_PORT" -kill >/dev/null 2>&1 || true
+}
+
+# --- PostgreSQL -------------------------------------------------------------------------
+pg_socket_dir() {
+  # A Unix socket path must stay under ~100 bytes; a deep checkout falls back to /tmp.
+  local dir="$VAR/run/pg"
+  if [ "${#dir}" -gt 80 ]; then dir="/tmp/supworker-pg-$(printf %s "$ROOT" | md5sum | cut -c1-12)"; fi
+  echo "$dir"
+}
+
+pg_up() {
+  local bin user sock data="$VAR/postgres/data"
+  bin="$(pg_bindir)"; sock="$(pg_socket_dir)"
+  if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    log "postgresql already running on 127.0.0.1:$PG_PORT"; return 0
+  fi
+  user="$(id -un)"
+  is_root && user=postgres
+  id "$user" >/dev/null 2>&1 || die "user $user does not exist (it comes with Debian's postgresql package)"
+  check_traversable "$user"
+  owned_dir "$user" "$VAR/postgres"
+  owned_dir "$user" "$sock"
+  mkdir -p "$VAR/log"; touch "$VAR/log/postgres.log"
+  is_root && chown "$user" "$VAR/log/postgres.log"
+  if [ ! -s "$data/PG_VERSION" ]; then
+    log "initialising a new cluster in $data"
+    local pwfile; pwfile="$(mktemp)"; echo "$PG_PASSWORD" >"$pwfile"; chmod 644 "$pwfile"
+    as_user "$user" "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pwfile"
+  fi
+  as_user "$user" "$bin/pg_ctl" -D "$data" -l "$VAR/log/postgres.log" -w -t 60 start \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $sock" >/dev/null ||
+    die "postgresql did not start; see $VAR/log/postgres.log"
+  # Role and database, created once; CREATEDB lets pytest-django create its test database.
+  local psql=("$bin/psql" -h "$sock" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
+  if [ -z "$(as_user "$user" "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" ]; then
+    as_user "$user" "${psql[@]}" -c "CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
+  fi
+  if [ -z "$(as_user "$user" "${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" ]; then
+    as_user "$user" "${psql[@]}" -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
+  fi
+  log "postgresql up on 127.0.0.1:$PG_PORT (database $PG_DB)"
+}
+
+pg_down() {
+  local bin user data="$VAR/postgres/data"
+  bin="$(pg_bindir)"
+  [ -n "$bin" ] && [ -s "$data/postmaster.pid" ] || return 0
+  user="$(id -un)"; is_root && user=postgres
+  as_user "$user" "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 && log "postgresql stopped" || true
+}
+
+status() {
+  local bin; bin="$(pg_bindir)"; rabbit_env
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && echo "redis      up   127.0.0.1:$REDIS_PORT" || echo "redis      down"
+  rabbit_running && echo "rabbitmq   up   127.0.0.1:$AMQP_PORT" || echo "rabbitmq   down"
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && echo "postgresql up   127.0.0.1:$PG_PORT" || echo "postgresql down"
+}
+
+case "${1:-up}" in
+  up) install_packages; redis_up; pg_up; rabbit_up ;;
+  down) rabbit_down; pg_down; redis_down ;;
+  status) status ;;
+  install) install_packages ;;
+  *) die "usage: $0 up|down|status|install" ;;
+esac

@@ -1,0 +1,77 @@
+from django.contrib import admin
+
+from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
+
+
+class ReadOnlyRecordAdmin(admin.ModelAdmin):
+    """Records of what workers did: readable and deletable, never edited by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("id", "chat_id", "sender_id", "media_status", "created_at", "deleted_at")
+    list_filter = ("media_status", "created_at", ("deleted_at", admin.EmptyFieldListFilter))
+    search_fields = ("id", "chat_id", "sender_id", "media_url")
+    date_hierarchy = "created_at"
+    readonly_fields = ("id", "created_at", "updated_at")
+
+
+@admin.register(Story)
+class StoryAdmin(admin.ModelAdmin):
+    list_display = ("id", "user_id", "created_at", "deleted_at")
+    list_filter = ("created_at", ("deleted_at", admin.EmptyFieldListFilter))
+    search_fields = ("id", "user_id", "media_url")
+    date_hierarchy = "created_at"
+    readonly_fields = ("id", "created_at")
+
+
+@admin.register(UserSession)
+class UserSessionAdmin(admin.ModelAdmin):
+    list_display = ("id", "user_id", "device_id", "is_active", "last_active_at", "created_at")
+    list_filter = ("is_active", "last_active_at")
+    search_fields = ("id", "user_id", "device_id")
+    date_hierarchy = "last_active_at"
+    readonly_fields = ("id", "created_at")
+
+
+@admin.register(UserPrekey)
+class UserPrekeyAdmin(admin.ModelAdmin):
+    list_display = ("user_id", "prekey_id", "used_at", "created_at")
+    list_filter = (("used_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("user_id",)
+    readonly_fields = ("id", "created_at")
+
+
+@admin.register(TemporaryFile)
+class TemporaryFileAdmin(admin.ModelAdmin):
+    list_display = ("file_path", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("file_path",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("id", "created_at")
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyRecordAdmin):
+    list_display = ("job_id", "job_type", "queue", "status", "attempts", "enqueued_at", "duration_ms")
+    list_filter = ("status", "job_type", "queue", "enqueued_at")
+    search_fields = ("job_id", "error")
+    date_hierarchy = "enqueued_at"
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyRecordAdmin):
+    list_display = ("failed_at", "job_type", "job_id", "source", "attempts", "short_error", "requeued_at")
+    list_filter = ("source", "job_type", "failed_at", ("requeued_at", admin.EmptyFieldListFilter))
+    search_fields = ("job_id", "error", "routing_key")
+    date_hierarchy = "failed_at"
+
+    @admin.display(description="error")
+    def short_error(self, obj: DeadLetter) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"

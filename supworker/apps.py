@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SupworkerConfig(AppConfig):
+    name = "supworker"
+    verbose_name = "Messenger data and job records"

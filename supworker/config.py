@@ -1,0 +1,187 @@
+"""Every setting supworker reads from its environment, parsed and checked in one place.
+
+The variable names are the ones operators of the Node worker and the LMS OTP worker already
+use, so an existing `.env` keeps working. Defaults point at the project-local services that
+`make services` starts, so a fresh clone runs with no `.env` at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+
+from supworker.env import ConfigError, EnvReader
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEV_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"  # noqa: S105 - development default
+LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")} | {"warn": "WARNING"}
+
+
+@dataclass(frozen=True)
+class Config:
+    production: bool
+    secret_key: str
+    allowed_hosts: list[str]
+    csrf_trusted_origins: list[str]
+    secure_ssl_redirect: bool
+    database_url: str
+    db_conn_max_age: int
+    redis_url: str
+    rabbitmq_url: str
+    rabbitmq_exchange: str
+    rabbitmq_queue_name: str
+    prefetch_count: int
+    heartbeat_interval_ms: int
+    max_retries: int
+    base_delay_ms: int
+    max_delay_ms: int
+    job_result_ttl: int
+    job_failure_ttl: int
+    log_level: str
+    log_dir: Path
+    log_json: bool
+    media_root: Path
+    temp_dir: Path
+    aws_region: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_s3_bucket: str
+    aws_s3_endpoint_url: str
+    firebase_project_id: str
+    firebase_client_email: str
+    firebase_private_key: str
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str
+    smtp_password: str
+    smtp_security: str
+    sender_email: str
+    sms_backend: str
+    sms_api_url: str
+    sms_api_key: str
+    sms_api_secret: str
+    sms_from_number: str
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file: a variable set in both keeps its environment value."""
+    environ = dict(os.environ if environ is None else environ)
+    env_file = Path(environ.get("SUPWORKER_ENV_FILE") or BASE_DIR / ".env")
+    file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    return file_values | environ
+
+
+def _redis_url(env: EnvReader) -> str:
+    url = env.url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+    if url:
+        return url
+    host = env.str("REDIS_HOST", default="127.0.0.1")
+    port = env.int("REDIS_PORT", 6390, 1, 65535)
+    db = env.int("REDIS_DB", 0, 0, 15)
+    password = env.str("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _path(env: EnvReader, name: str, default: Path) -> Path:
+    path = Path(env.str(name, default=str(default)))
+    return path if path.is_absolute() else BASE_DIR / path
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Parse the environment; raise ConfigError naming every variable that is wrong."""
+    env = EnvReader(read_environment(environ))
+    production = env.choice(
+        "SUPWORKER_ENV", "NODE_ENV", choices={"development": False, "production": True}, default=False
+    )
+
+    secret_key = env.str("DJANGO_SECRET_KEY", "SECRET_KEY", default=DEV_SECRET_KEY)
+    if production and (secret_key == DEV_SECRET_KEY or len(secret_key) < 50 or len(set(secret_key)) < 5):
+        env.fail("DJANGO_SECRET_KEY", "must be set to a random value of at least 50 characters in production")
+    allowed_hosts = env.list("ALLOWED_HOSTS", [] if production else ["127.0.0.1", "localhost", "[::1]"])
+    if production and not allowed_hosts:
+        env.fail("ALLOWED_HOSTS", "must list the host names the web process answers to in production")
+
+    base_delay_ms = env.int("BASE_DELAY_MS", 5000, 1, 3_600_000)
+    max_delay_ms = env.int("MAX_DELAY_MS", 30000, 1, 86_400_000)
+    if base_delay_ms > max_delay_ms:
+        env.fail("MAX_DELAY_MS", f"must not be smaller than BASE_DELAY_MS ({max_delay_ms} < {base_delay_ms})")
+
+    env.together("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    env.together("FIREBASE_PROJECT_ID", "FIREBASE_CLIENT_EMAIL", "FIREBASE_PRIVATE_KEY")
+    # Hosting panels store the PEM key on one line with literal "\n" sequences.
+    private_key = env.str("FIREBASE_PRIVATE_KEY").replace("\\n", "\n")
+    if private_key and "PRIVATE KEY-----" not in private_key:
+        env.fail("FIREBASE_PRIVATE_KEY", "must be the PEM private key of the service account")
+
+    smtp_port = env.int("SMTP_PORT", 587, 1, 65535)
+    smtp_security = env.choice(
+        "SMTP_SECURITY",
+        choices={"starttls": "starttls", "ssl": "ssl", "none": "none"},
+        default="ssl" if smtp_port == 465 else "starttls",
+    )
+
+    sms_backend = env.choice("SMS_BACKEND", choices={"console": "console", "vonage": "vonage"}, default="console")
+    if sms_backend != "console":
+        for name in ("SMS_API_KEY", "SMS_API_SECRET", "SMS_FROM_NUMBER"):
+            env.str(name, required=True)
+
+    config = Config(
+        production=production,
+        secret_key=secret_key,
+        allowed_hosts=allowed_hosts,
+        csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", []),
+        secure_ssl_redirect=env.bool("SECURE_SSL_REDIRECT", production),
+        database_url=env.url(
+            "DATABASE_URL",
+            schemes=("postgres", "postgresql"),
+            default="postgres://supworker:supworker@127.0.0.1:5440/supworker",
+        ),
+        db_conn_max_age=env.int("DB_CONN_MAX_AGE", 60, 0, 86400),
+        redis_url=_redis_url(env),
+        rabbitmq_url=env.url(
+            "RABBITMQ_URL", schemes=("amqp", "amqps"), default="amqp://guest:guest@127.0.0.1:5690/%2F"
+        ),
+        rabbitmq_exchange=env.name("RABBITMQ_EXCHANGE", "sup_exchange"),
+        rabbitmq_queue_name=env.name("RABBITMQ_QUEUE_NAME", "service_send_otp"),
+        prefetch_count=env.int("PREFETCH_COUNT", 500, 1, 65535),
+        heartbeat_interval_ms=env.int("HEARTBEAT_INTERVAL_MS", 30000, 1000, 3_600_000),
+        max_retries=env.int("MAX_RETRIES", 3, 0, 25),
+        base_delay_ms=base_delay_ms,
+        max_delay_ms=max_delay_ms,
+        job_result_ttl=env.int("JOB_RESULT_TTL", 3600, 0, 30 * 86400),
+        job_failure_ttl=env.int("JOB_FAILURE_TTL", 7 * 86400, 60, 90 * 86400),
+        log_level=env.choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO"),
+        log_dir=_path(env, "LOG_DIR", BASE_DIR / "logs"),
+        log_json=env.bool("LOG_JSON", production),
+        media_root=_path(env, "MEDIA_ROOT", BASE_DIR / "var" / "media"),
+        temp_dir=_path(env, "TEMP_DIR", BASE_DIR / "var" / "tmp"),
+        aws_region=env.str("AWS_REGION", default="us-east-1"),
+        aws_access_key_id=env.str("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.str("AWS_SECRET_ACCESS_KEY"),
+        aws_s3_bucket=env.str("AWS_S3_BUCKET"),
+        aws_s3_endpoint_url=env.url("AWS_S3_ENDPOINT_URL", schemes=("http", "https")),
+        firebase_project_id=env.str("FIREBASE_PROJECT_ID"),
+        firebase_client_email=env.email("FIREBASE_CLIENT_EMAIL"),
+        firebase_private_key=private_key,
+        smtp_host=env.str("SMTP_HOST"),
+        smtp_port=smtp_port,
+        smtp_user=env.str("SMTP_USER"),
+        smtp_password=env.str("SMTP_PASSWORD", "SMTP_PASS"),
+        smtp_security=smtp_security,
+        sender_email=env.email("SENDER_EMAIL", default="SUP Messenger <no-reply@localhost>"),
+        sms_backend=sms_backend,
+        sms_api_url=env.url("SMS_API_URL", schemes=("http", "https"), default="https://rest.nexmo.com"),
+        sms_api_key=env.str("SMS_API_KEY"),
+        sms_api_secret=env.str("SMS_API_SECRET"),
+        sms_from_number=env.phone("SMS_FROM_NUMBER"),
+    )
+    if env.problems:
+        raise ConfigError(env.problems)
+    return config

@@ -1,0 +1,142 @@
+"""Django settings. Everything that varies between machines comes from supworker.config."""
+
+from __future__ import annotations
+
+import dj_database_url
+
+from supworker.config import BASE_DIR, load_config
+from supworker.logging_config import build_logging
+
+CONFIG = load_config()
+
+PRODUCTION = CONFIG.production
+DEBUG = False  # Never on: the admin is reachable, and DEBUG leaks settings and SQL.
+SECRET_KEY = CONFIG.secret_key
+ALLOWED_HOSTS = CONFIG.allowed_hosts
+CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "fcm_django",
+    "supworker",
+    "media_jobs",
+    "notifications",
+    "cleanup",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "supworker.urls"
+WSGI_APPLICATION = "supworker.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        CONFIG.database_url, conn_max_age=CONFIG.db_conn_max_age, conn_health_checks=True
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+MEDIA_ROOT = CONFIG.media_root
+MEDIA_URL = "/media/"
+# Admin assets are served by WhiteNoise from the installed apps, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if CONFIG.aws_s3_bucket:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CONFIG.aws_s3_bucket,
+            "region_name": CONFIG.aws_region,
+            "endpoint_url": CONFIG.aws_s3_endpoint_url or None,
+            "access_key": CONFIG.aws_access_key_id or None,
+            "secret_key": CONFIG.aws_secret_access_key or None,
+            "file_overwrite": True,  # outputs use deterministic keys: a rerun replaces, never duplicates
+            "default_acl": None,
+        },
+    }
+
+# --- RQ -------------------------------------------------------------------------------------
+# Per-queue defaults; the per-job-type policy (priority, timeout, retries) is in supworker.queues.
+from supworker.queues import rq_queues_setting  # noqa: E402 - needs CONFIG above
+
+RQ_QUEUES = rq_queues_setting(CONFIG.redis_url)
+RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl}
+RQ_SHOW_ADMIN_LINK = True
+
+# --- fcm-django: devices belong to messenger users, who live in the messenger's database ---
+FCM_DJANGO_FCMDEVICE_MODEL = "notifications.Device"
+FCM_DJANGO_SETTINGS = {"ONE_DEVICE_PER_USER": False, "DELETE_INACTIVE_DEVICES": False}
+
+# --- e-mail ---------------------------------------------------------------------------------
+DEFAULT_FROM_EMAIL = CONFIG.sender_email
+SERVER_EMAIL = CONFIG.sender_email
+if CONFIG.smtp_host:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = CONFIG.smtp_host
+    EMAIL_PORT = CONFIG.smtp_port
+    EMAIL_HOST_USER = CONFIG.smtp_user
+    EMAIL_HOST_PASSWORD = CONFIG.smtp_password
+    EMAIL_USE_TLS = CONFIG.smtp_security == "starttls"
+    EMAIL_USE_SSL = CONFIG.smtp_security == "ssl"
+    EMAIL_TIMEOUT = 20
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+# --- security -------------------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if PRODUCTION:
+    # TLS is terminated by the load balancer in front of the web process.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = CONFIG.secure_ssl_redirect
+    # Probes and scrapers talk plain HTTP to the pod; do not redirect them.
+    SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics"]
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = build_logging(CONFIG)
