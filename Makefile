@@ -9,6 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 PYTEST_ARGS ?=
+# Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
+CONCURRENCY ?= media=2,notifications=5
 
 .PHONY: run test services services-down services-status migrate admin bench lint check clean venv
 
@@ -39,13 +41,14 @@ test: migrate
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: admin
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -c $(CONCURRENCY)
 
 bench: migrate
 	$(BIN)/python -m bench
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 check: venv
 	$(BIN)/python manage.py check

@@ -32,7 +32,9 @@ class Notification(models.Model):
         constraints = [
             # A redelivered job finds its earlier row instead of sending again.
             models.UniqueConstraint(
-                fields=["job_id", "recipient"], name="notifications_job_recipient_uniq", condition=Q(job_id__isnull=False)
+                fields=["job_id", "recipient"],
+                name="notifications_job_recipient_uniq",
+                condition=Q(job_id__isnull=False),
             )
         ]
 

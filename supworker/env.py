@@ -62,7 +62,7 @@ class EnvReader:
         except ValueError:
             self.fail(name, f"must be a whole number, got {value!r}")
             return default
-        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
             bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
             self.fail(name, f"must be {bounds}, got {number}")
             return default

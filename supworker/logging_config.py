@@ -82,7 +82,11 @@ def build_logging(config: Config) -> dict[str, Any]:
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "console", "filters": ["job_context"]},
             "combined": rotating
-            | {"filename": str(config.log_dir / "combined.log"), "formatter": file_formatter, "filters": ["job_context"]},
+            | {
+                "filename": str(config.log_dir / "combined.log"),
+                "formatter": file_formatter,
+                "filters": ["job_context"],
+            },
             "error": rotating
             | {
                 "filename": str(config.log_dir / "error.log"),

@@ -34,7 +34,4 @@ WORKER_QUEUES: dict[str, list[str]] = {
 
 def rq_queues_setting(redis_url: str) -> dict[str, dict[str, object]]:
     """django-rq's RQ_QUEUES: every queue on the same Redis, with its default timeout."""
-    return {
-        spec.name: {"URL": redis_url, "DEFAULT_TIMEOUT": spec.default_timeout}
-        for spec in QUEUES
-    }
+    return {spec.name: {"URL": redis_url, "DEFAULT_TIMEOUT": spec.default_timeout} for spec in QUEUES}

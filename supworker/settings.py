@@ -61,9 +61,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        CONFIG.database_url, conn_max_age=CONFIG.db_conn_max_age, conn_health_checks=True
-    )
+    "default": dj_database_url.parse(CONFIG.database_url, conn_max_age=CONFIG.db_conn_max_age, conn_health_checks=True)
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -74,6 +72,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise expects it, even when serving from finders
 MEDIA_ROOT = CONFIG.media_root
 MEDIA_URL = "/media/"
 # Admin assets are served by WhiteNoise from the installed apps, so no collectstatic step is needed.

@@ -1,0 +1,96 @@
+"""Every admin page loads for staff and is refused to anonymous visitors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+from django_rq.models import Dashboard
+
+from notifications.models import Device, Notification
+from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
+
+pytestmark = pytest.mark.django_db
+
+
+def make_one(model):
+    """A saved row for each registered model, so change pages have something to show."""
+    user = uuid.uuid4()
+    factories = {
+        Message: lambda: Message.objects.create(sender_id=user, chat_id=uuid.uuid4(), content="hello"),
+        Story: lambda: Story.objects.create(user_id=user, media_url="stories/a.jpg"),
+        UserSession: lambda: UserSession.objects.create(user_id=user, device_id="phone"),
+        UserPrekey: lambda: UserPrekey.objects.create(user_id=user, prekey_id=1, public_key="BQ=="),
+        TemporaryFile: lambda: TemporaryFile.objects.create(file_path="tmp/x"),
+        JobRun: lambda: JobRun.objects.create(job_id="job-1", job_type="media.image", queue="media_high"),
+        DeadLetter: lambda: DeadLetter.objects.create(source="consumer", error="payload is not JSON"),
+        Notification: lambda: Notification.objects.create(user_id=user, type="push", title="t", success=True),
+        Device: lambda: Device.objects.create(user_id=user, registration_id="token-1", type="android"),
+    }
+    if model in factories:
+        return factories[model]()
+    if model is get_user_model():
+        return model.objects.create_user("someone", password="x")
+    return model.objects.create(name="operators")  # auth.Group
+
+
+def admin_urls(obj, model_admin, request) -> list[str]:
+    opts = obj._meta
+    prefix = f"admin:{opts.app_label}_{opts.model_name}"
+    urls = [
+        reverse(f"{prefix}_changelist"),
+        reverse(f"{prefix}_changelist") + "?q=a",
+        reverse(f"{prefix}_change", args=[obj.pk]),
+        reverse(f"{prefix}_history", args=[obj.pk]),
+        reverse(f"{prefix}_delete", args=[obj.pk]),
+    ]
+    if model_admin.has_add_permission(request):
+        urls.append(reverse(f"{prefix}_add"))
+    return urls
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_superuser("operator", password="a-long-password")
+    client.force_login(user)
+    return client
+
+
+def test_every_admin_page_loads_for_staff_and_not_for_anonymous(staff_client, rf):
+    request = rf.get("/admin/")
+    request.user = get_user_model().objects.get(username="operator")
+    assert len(admin.site._registry) >= 10
+    checked = 0
+    for model, model_admin in admin.site._registry.items():
+        if model is Dashboard:
+            continue  # django-rq's queue pages, not a table; checked below
+        obj = make_one(model)
+        for url in admin_urls(obj, model_admin, request):
+            assert staff_client.get(url).status_code == 200, url
+            staff_client.logout()
+            anonymous = staff_client.get(url)
+            assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"], url
+            staff_client.force_login(request.user)
+            checked += 1
+    assert checked >= 40
+
+
+def test_queue_pages_of_django_rq_load_for_staff(staff_client, redis_conn):
+    home = reverse("admin:django_rq_home")
+    response = staff_client.get(home)
+    assert response.status_code == 200
+    for index, name in enumerate(("media_high", "media", "notifications_high", "notifications", "cleanup")):
+        assert name.encode() in response.content
+        queue_page = reverse("admin:django_rq_jobs", args=[index])
+        assert staff_client.get(queue_page).status_code == 200, name
+    staff_client.logout()
+    assert staff_client.get(home).status_code == 302
+
+
+def test_admin_login_page_serves_its_stylesheet(client):
+    page = client.get("/admin/login/")
+    assert page.status_code == 200
+    assert b"/static/admin/css/base.css" in page.content

@@ -1,0 +1,124 @@
+"""Settings come from the environment (and `.env`); every bad value is named at start-up."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from supworker.config import load_config
+from supworker.env import ConfigError
+from tests.helpers import run_manage
+
+NO_ENV_FILE = {"SUPWORKER_ENV_FILE": "/nonexistent/.env"}
+PRODUCTION = {
+    "SUPWORKER_ENV": "production",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+    "ALLOWED_HOSTS": "worker.example.com",
+}
+
+
+def load(**environ: str):
+    return load_config(NO_ENV_FILE | environ)
+
+
+def test_defaults_point_at_the_project_local_services():
+    config = load()
+    assert config.redis_url == "redis://127.0.0.1:6390/0"
+    assert config.rabbitmq_url.startswith("amqp://guest:guest@127.0.0.1:5690/")
+    assert config.database_url.endswith("@127.0.0.1:5440/supworker")
+    assert (config.rabbitmq_exchange, config.rabbitmq_queue_name) == ("sup_exchange", "service_send_otp")
+    assert (config.max_retries, config.base_delay_ms) == (3, 5000)
+    assert not config.production
+
+
+def test_operators_variable_names_are_accepted():
+    config = load(
+        REDIS_HOST="cache.internal",
+        REDIS_PORT="6380",
+        REDIS_PASSWORD="p@ss/word",
+        SMTP_HOST="smtp.example.com",
+        SMTP_PORT="465",
+        SMTP_PASS="legacy-name",
+        SENDER_EMAIL="SUP <noreply@example.com>",
+        FIREBASE_PROJECT_ID="sup",
+        FIREBASE_CLIENT_EMAIL="fcm@sup.iam.gserviceaccount.com",
+        FIREBASE_PRIVATE_KEY="-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\\n",
+        NODE_ENV="development",
+        LOG_LEVEL="warn",
+    )
+    assert config.redis_url == "redis://:p%40ss%2Fword@cache.internal:6380/0"
+    assert config.smtp_password == "legacy-name"
+    assert config.smtp_security == "ssl"  # implied by port 465
+    assert config.firebase_private_key.count("\n") == 3  # escaped newlines restored
+    assert config.log_level == "WARNING"
+
+
+def test_redis_url_wins_over_host_and_port():
+    assert load(REDIS_URL="redis://r.internal:7000/2", REDIS_PORT="1").redis_url == "redis://r.internal:7000/2"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"REDIS_PORT": "abc"}, "REDIS_PORT must be a whole number"),
+        ({"REDIS_PORT": "70000"}, "REDIS_PORT must be between 1 and 65535"),
+        ({"REDIS_URL": "http://cache"}, "REDIS_URL must be a redis/rediss/unix URL"),
+        ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL must be a postgres/postgresql URL"),
+        ({"DATABASE_URL": "postgres://db:port/x"}, "DATABASE_URL is not a valid URL"),
+        ({"RABBITMQ_URL": "localhost:5672"}, "RABBITMQ_URL must be a amqp/amqps URL"),
+        ({"RABBITMQ_EXCHANGE": "sup exchange"}, "RABBITMQ_EXCHANGE must be 1-255 characters"),
+        ({"MAX_RETRIES": "-1"}, "MAX_RETRIES must be between 0 and 25"),
+        ({"PREFETCH_COUNT": "0"}, "PREFETCH_COUNT must be between 1 and 65535"),
+        ({"HEARTBEAT_INTERVAL_MS": "10"}, "HEARTBEAT_INTERVAL_MS must be between 1000"),
+        ({"BASE_DELAY_MS": "9000", "MAX_DELAY_MS": "1000"}, "MAX_DELAY_MS must not be smaller than BASE_DELAY_MS"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
+        ({"SUPWORKER_ENV": "staging"}, "SUPWORKER_ENV must be one of development, production"),
+        ({"SMTP_PORT": "smtp"}, "SMTP_PORT must be a whole number"),
+        ({"SMTP_SECURITY": "tls13"}, "SMTP_SECURITY must be one of"),
+        ({"SENDER_EMAIL": "not-an-address"}, "SENDER_EMAIL must be an e-mail address"),
+        ({"AWS_ACCESS_KEY_ID": "AKIA123"}, "AWS_SECRET_ACCESS_KEY must be set together with AWS_ACCESS_KEY_ID"),
+        ({"AWS_S3_ENDPOINT_URL": "minio:9000"}, "AWS_S3_ENDPOINT_URL must be a http/https URL"),
+        ({"FIREBASE_PROJECT_ID": "sup"}, "FIREBASE_CLIENT_EMAIL must be set together with FIREBASE_PROJECT_ID"),
+        ({"SMS_BACKEND": "vonage"}, "SMS_API_KEY is required but not set"),
+        ({"SMS_FROM_NUMBER": "0612345678"}, "SMS_FROM_NUMBER must be an E.164 phone number"),
+        ({"SECURE_SSL_REDIRECT": "maybe"}, "SECURE_SSL_REDIRECT must be true or false"),
+        ({"SUPWORKER_ENV": "production"}, "DJANGO_SECRET_KEY must be set to a random value"),
+        (PRODUCTION | {"DJANGO_SECRET_KEY": "short"}, "DJANGO_SECRET_KEY must be set to a random value"),
+        (PRODUCTION | {"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must list the host names"),
+    ],
+)
+def test_each_bad_value_is_rejected_with_its_variable_named(environ, named):
+    with pytest.raises(ConfigError) as excinfo:
+        load(**environ)
+    assert named in str(excinfo.value)
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(ConfigError) as excinfo:
+        load(REDIS_PORT="x", MAX_RETRIES="many", LOG_LEVEL="loud")
+    assert sorted(p.split()[0] for p in excinfo.value.problems) == ["LOG_LEVEL", "MAX_RETRIES", "REDIS_PORT"]
+
+
+def test_env_file_is_read_and_the_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("RABBITMQ_EXCHANGE=from_file\nRABBITMQ_QUEUE_NAME=otp_from_file\n# a comment\n")
+    config = load_config({"SUPWORKER_ENV_FILE": str(env_file), "RABBITMQ_QUEUE_NAME": "otp_from_env"})
+    assert config.rabbitmq_exchange == "from_file"
+    assert config.rabbitmq_queue_name == "otp_from_env"
+
+
+def test_a_bad_setting_stops_start_up_with_one_line_and_no_traceback():
+    result = run_manage("check", env={"REDIS_URL": "", "REDIS_PORT": "abc", "MAX_DELAY_MS": "-5"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "supworker: configuration error: MAX_DELAY_MS must be between 1 and 86400000, got -5; "
+        "REDIS_PORT must be a whole number, got 'abc'"
+    ]
+
+
+def test_production_settings_pass_check_deploy():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
