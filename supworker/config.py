@@ -175,7 +175,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         smtp_user=env.str("SMTP_USER"),
         smtp_password=env.str("SMTP_PASSWORD", "SMTP_PASS"),
         smtp_security=smtp_security,
-        sender_email=env.email("SENDER_EMAIL", default="SUP Messenger <no-reply@localhost>"),
+        sender_email=env.email("SENDER_EMAIL", default="SUP Messenger <no-reply@supworker.local>"),
         sms_backend=sms_backend,
         sms_api_url=env.url("SMS_API_URL", schemes=("http", "https"), default="https://rest.nexmo.com"),
         sms_api_key=env.str("SMS_API_KEY"),

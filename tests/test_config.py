@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from supworker.config import load_config
 from supworker.env import ConfigError
 from tests.helpers import run_manage
+from tests.testenv import ROOT
 
 NO_ENV_FILE = {"SUPWORKER_ENV_FILE": "/nonexistent/.env"}
 PRODUCTION = {
@@ -122,3 +124,15 @@ def test_production_settings_pass_check_deploy():
     result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_env_example_documents_every_setting_with_its_default():
+    source = (ROOT / "supworker" / "config.py").read_text() + (ROOT / "supworker" / "env.py").read_text()
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', source)) - {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    mentioned = set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", example))
+    assert read - mentioned == set(), "settings missing from .env.example"
+    assert documented - read - {"WEB_PORT"} == set(), ".env.example lists settings nothing reads"
+    # Copying the example to .env changes nothing: its values are the defaults.
+    assert load_config({"SUPWORKER_ENV_FILE": str(ROOT / ".env.example")}) == load()
