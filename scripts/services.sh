@@ -59,18 +59,28 @@ as_user() {
   if is_root; then runuser -u "$user" -- "$@"; else "$@"; fi
 }
 
-owned_dir() {
-  local user="$1" dir="$2"
-  mkdir -p "$dir"
-  if is_root; then chown -R "$user" "$dir"; fi
+# Where a server that runs as USER keeps its files: var/NAME, or, when USER cannot reach var/
+# (a checkout in a private home directory), a directory outside the checkout that var/NAME
+# links to. Prints the path; creates nothing.
+service_dir() {
+  local user="$1" name="$2"
+  if ! is_root || [ "$user" = root ] || runuser -u "$user" -- test -x "$VAR"; then
+    echo "$VAR/$name"
+  else
+    echo "/var/tmp/supworker-$(printf %s "$ROOT" | md5sum | cut -c1-12)/$name"
+  fi
 }
 
-check_traversable() {
-  # Servers that drop root need to reach var/ through every parent directory.
-  local user="$1"
-  is_root || return 0
-  runuser -u "$user" -- test -x "$VAR" ||
-    die "user $user cannot reach $VAR: give the parent directories o+x (chmod o+x ...)"
+# Create a server's directory, owned by USER; link it from var/ when it lives outside.
+make_service_dir() {
+  local user="$1" name="$2" dir
+  dir="$(service_dir "$user" "$name")"
+  mkdir -p "$dir" "$VAR"
+  if [ "$dir" != "$VAR/$name" ] && [ ! -L "$VAR/$name" ]; then
+    log "user $user cannot reach $VAR; keeping $name data in $dir (linked from var/$name)"
+    ln -sfn "$dir" "$VAR/$name"
+  fi
+  if is_root; then chown -R "$user" "$dir" && chmod 700 "$dir"; fi
 }
 
 # --- Redis ------------------------------------------------------------------------------
@@ -95,7 +105,12 @@ redis_down() {
 }
 
 # --- RabbitMQ ---------------------------------------------------------------------------
+rabbit_user() {
+  if is_root && id rabbitmq >/dev/null 2>&1; then echo rabbitmq; else id -un; fi
+}
+
 rabbit_env() {
+  local base; base="$(service_dir "$(rabbit_user)" rabbitmq)"
   export RABBITMQ_NODENAME="supworker@localhost"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT="$AMQP_PORT"
@@ -103,11 +118,11 @@ rabbit_env() {
   export ERL_EPMD_PORT="$AMQP_EPMD_PORT"
   export ERL_EPMD_ADDRESS=127.0.0.1
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-  export RABBITMQ_MNESIA_BASE="$VAR/rabbitmq/mnesia"
-  export RABBITMQ_LOG_BASE="$VAR/rabbitmq/log"
-  export RABBITMQ_PID_FILE="$VAR/rabbitmq/rabbitmq.pid"
-  export RABBITMQ_ENABLED_PLUGINS_FILE="$VAR/rabbitmq/enabled_plugins"
-  export RABBITMQ_CONFIG_FILE="$VAR/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_MNESIA_BASE="$base/mnesia"
+  export RABBITMQ_LOG_BASE="$base/log"
+  export RABBITMQ_PID_FILE="$base/rabbitmq.pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$base/rabbitmq.conf"
 }
 
 rabbitmqctl_() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
@@ -117,10 +132,9 @@ rabbit_running() { rabbitmqctl_ -q status >/dev/null 2>&1; }
 rabbit_up() {
   rabbit_env
   if rabbit_running; then log "rabbitmq already running on 127.0.0.1:$AMQP_PORT"; return 0; fi
-  local user=rabbitmq
-  is_root && id rabbitmq >/dev/null 2>&1 || user="$(id -un)"
-  check_traversable "$user"
-  mkdir -p "$VAR/rabbitmq/mnesia" "$VAR/rabbitmq/log"
+  local user; user="$(rabbit_user)"
+  make_service_dir "$user" rabbitmq
+  mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
   echo '[].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
   cat >"$RABBITMQ_CONFIG_FILE" <<EOF
 listeners.tcp.1 = 127.0.0.1:$AMQP_PORT
@@ -129,15 +143,15 @@ log.file.level = warning
 # Local development broker: do not block publishers on a nearly full developer disk.
 disk_free_limit.absolute = 50MB
 EOF
-  owned_dir "$user" "$VAR/rabbitmq"
+  is_root && chown -R "$user" "$(dirname "$RABBITMQ_PID_FILE")"
   rm -f "$RABBITMQ_PID_FILE"
   # The Debian wrapper drops from root to the rabbitmq user; it keeps the RABBITMQ_* variables.
-  nohup rabbitmq-server >"$VAR/rabbitmq/log/startup.log" 2>&1 &
+  nohup rabbitmq-server >"$RABBITMQ_LOG_BASE/startup.log" 2>&1 &
   # `wait` returns once the node has booted; a cold start takes 10-30 s.
   for _ in $(seq 60); do [ -s "$RABBITMQ_PID_FILE" ] && break; sleep 0.5; done
-  [ -s "$RABBITMQ_PID_FILE" ] || die "rabbitmq did not write its pid file; see $VAR/rabbitmq/log/"
+  [ -s "$RABBITMQ_PID_FILE" ] || die "rabbitmq did not write its pid file; see $RABBITMQ_LOG_BASE"
   rabbitmqctl_ -q wait --timeout 90 "$RABBITMQ_PID_FILE" >/dev/null ||
-    die "rabbitmq did not start; see $VAR/rabbitmq/log/"
+    die "rabbitmq did not start; see $RABBITMQ_LOG_BASE"
   log "rabbitmq up on 127.0.0.1:$AMQP_PORT (node $RABBITMQ_NODENAME)"
 }
 
@@ -150,27 +164,26 @@ rabbit_down() {
 }
 
 # --- PostgreSQL -------------------------------------------------------------------------
+pg_user() { if is_root; then echo postgres; else id -un; fi; }
+
 pg_socket_dir() {
   # A Unix socket path must stay under ~100 bytes; a deep checkout falls back to /tmp.
-  local dir="$VAR/run/pg"
+  local dir; dir="$(service_dir "$(pg_user)" postgres)/run"
   if [ "${#dir}" -gt 80 ]; then dir="/tmp/supworker-pg-$(printf %s "$ROOT" | md5sum | cut -c1-12)"; fi
   echo "$dir"
 }
 
 pg_up() {
-  local bin user sock data="$VAR/postgres/data"
+  local bin user base sock data log
   bin="$(pg_bindir)"; sock="$(pg_socket_dir)"
   if "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
     log "postgresql already running on 127.0.0.1:$PG_PORT"; return 0
   fi
-  user="$(id -un)"
-  is_root && user=postgres
+  user="$(pg_user)"
   id "$user" >/dev/null 2>&1 || die "user $user does not exist (it comes with Debian's postgresql package)"
-  check_traversable "$user"
-  owned_dir "$user" "$VAR/postgres"
-  owned_dir "$user" "$sock"
-  mkdir -p "$VAR/log"; touch "$VAR/log/postgres.log"
-  is_root && chown "$user" "$VAR/log/postgres.log"
+  make_service_dir "$user" postgres
+  base="$(service_dir "$user" postgres)"; data="$base/data"; log="$base/postgres.log"
+  mkdir -p "$sock"; is_root && chown "$user" "$sock"
   if [ ! -s "$data/PG_VERSION" ]; then
     log "initialising a new cluster in $data"
     local pwfile; pwfile="$(mktemp)"; echo "$PG_PASSWORD" >"$pwfile"; chmod 644 "$pwfile"
@@ -178,9 +191,9 @@ pg_up() {
       --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 >/dev/null
     rm -f "$pwfile"
   fi
-  as_user "$user" "$bin/pg_ctl" -D "$data" -l "$VAR/log/postgres.log" -w -t 60 start \
+  as_user "$user" "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 start \
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $sock" >/dev/null ||
-    die "postgresql did not start; see $VAR/log/postgres.log"
+    die "postgresql did not start; see $log"
   # Role and database, created once; CREATEDB lets pytest-django create its test database.
   local psql=("$bin/psql" -h "$sock" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qtA)
   if [ -z "$(as_user "$user" "${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" ]; then
@@ -193,10 +206,9 @@ pg_up() {
 }
 
 pg_down() {
-  local bin user data="$VAR/postgres/data"
-  bin="$(pg_bindir)"
+  local bin user data
+  bin="$(pg_bindir)"; user="$(pg_user)"; data="$(service_dir "$user" postgres)/data"
   [ -n "$bin" ] && [ -s "$data/postmaster.pid" ] || return 0
-  user="$(id -un)"; is_root && user=postgres
   as_user "$user" "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 && log "postgresql stopped" || true
 }
 
