@@ -1,5 +1,9 @@
 from django.contrib import admin
+from django.db import transaction
+from django.utils import timezone
 
+from supworker.enqueue import redis_connection, requeue
+from supworker.envelope import Envelope
 from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
 
 
@@ -71,6 +75,26 @@ class DeadLetterAdmin(ReadOnlyRecordAdmin):
     list_filter = ("source", "job_type", "failed_at", ("requeued_at", admin.EmptyFieldListFilter))
     search_fields = ("job_id", "error", "routing_key")
     date_hierarchy = "failed_at"
+    actions = ("requeue_selected",)
+
+    @admin.action(description="Requeue the selected jobs (fresh retries)")
+    def requeue_selected(self, request, queryset) -> None:
+        letters = list(queryset.filter(source=DeadLetter.Source.WORKER, envelope__isnull=False))
+        skipped = queryset.count() - len(letters)
+        envelopes = [Envelope.from_dict(letter.envelope) for letter in letters]
+        if envelopes:
+            with transaction.atomic():
+                now = timezone.now()
+                queryset.filter(pk__in=[letter.pk for letter in letters]).update(requeued_at=now)
+                JobRun.objects.filter(job_id__in=[e.job_id for e in envelopes]).update(status="queued", error="")
+                requeue(redis_connection(), envelopes)
+        message = f"{len(envelopes)} job(s) requeued."
+        if skipped:
+            message += (
+                f" {skipped} message(s) rejected by the consumer were left alone: they are invalid; fix them and"
+                " republish from the supworker.dead_letters queue in RabbitMQ."
+            )
+        self.message_user(request, message)
 
     @admin.display(description="error")
     def short_error(self, obj: DeadLetter) -> str:

@@ -43,6 +43,9 @@ class Config:
     max_delay_ms: int
     job_result_ttl: int
     job_failure_ttl: int
+    job_dedup_ttl: int
+    max_message_bytes: int
+    consumer_flush_ms: int
     log_level: str
     log_dir: Path
     log_json: bool
@@ -157,6 +160,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         max_delay_ms=max_delay_ms,
         job_result_ttl=env.int("JOB_RESULT_TTL", 3600, 0, 30 * 86400),
         job_failure_ttl=env.int("JOB_FAILURE_TTL", 7 * 86400, 60, 90 * 86400),
+        job_dedup_ttl=env.int("JOB_DEDUP_TTL", 7 * 86400, 60, 90 * 86400),
+        max_message_bytes=env.int("MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
+        consumer_flush_ms=env.int("CONSUMER_FLUSH_MS", 20, 1, 5000),
         log_level=env.choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO"),
         log_dir=_path(env, "LOG_DIR", BASE_DIR / "logs"),
         log_json=env.bool("LOG_JSON", production),

@@ -23,6 +23,7 @@ class JobRun(models.Model):
     job_id = models.CharField(max_length=128, unique=True)
     job_type = models.CharField(max_length=64, db_index=True, help_text="e.g. media.image, notification.push")
     queue = models.CharField(max_length=64)
+    rq_job_id = models.CharField(max_length=64, blank=True, default="", help_text="the RQ job (batch) it ran in")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     payload = models.JSONField(default=dict, blank=True, help_text="secrets masked")
@@ -58,6 +59,8 @@ class DeadLetter(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices)
     routing_key = models.CharField(max_length=255, blank=True, default="")
     payload = models.JSONField(null=True, blank=True, help_text="secrets masked")
+    # The job as it was, secrets sealed (see supworker.envelope), so it can be requeued.
+    envelope = models.JSONField(null=True, blank=True, editable=False)
     error = models.TextField()
     attempts = models.PositiveIntegerField(default=0)
     first_attempt_at = models.DateTimeField(null=True, blank=True)

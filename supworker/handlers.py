@@ -1,0 +1,100 @@
+"""How domain code plugs into the runner: a handler per job type, and two kinds of failure.
+
+A domain app's `jobs.py` registers its handlers at import:
+
+    @handles("media.image")
+    def process_image(envelope: Envelope) -> dict: ...          # one item at a time
+
+    @handles_batch("notification.push")
+    def send_pushes(envelopes: list[Envelope]) -> list[Outcome]: ...   # a whole batch at once
+
+A handler raises PermanentError for what can never succeed (bad payload, corrupt media, an
+unregistered token): the item is dead-lettered at once. Anything else it raises is transient
+(network, 5xx, 429, a broker restart): the item is retried with backoff, then dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.module_loading import autodiscover_modules
+
+from supworker.envelope import Envelope
+
+
+class PermanentError(Exception):
+    """This item will never succeed; do not retry it."""
+
+
+class TransientError(Exception):
+    """Worth trying again later; `retry_after` (seconds) is the provider's wish, if it said one."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    ok: bool
+    result: Any = None
+    error: str = ""
+    permanent: bool = False
+    retry_after: float | None = None
+
+    @classmethod
+    def success(cls, envelope: Envelope, result: Any = None) -> Outcome:
+        return cls(envelope.job_id, True, result=result)
+
+    @classmethod
+    def failure(cls, envelope: Envelope, exc: BaseException) -> Outcome:
+        return cls(
+            envelope.job_id,
+            False,
+            error=f"{type(exc).__name__}: {exc}",
+            permanent=isinstance(exc, PermanentError),
+            retry_after=getattr(exc, "retry_after", None),
+        )
+
+
+BatchHandler = Callable[[list[Envelope]], list[Outcome]]
+_HANDLERS: dict[str, BatchHandler] = {}
+_discovered = False
+
+
+def handles_batch(job_type: str) -> Callable[[BatchHandler], BatchHandler]:
+    def register(fn: BatchHandler) -> BatchHandler:
+        _HANDLERS[job_type] = fn
+        return fn
+
+    return register
+
+
+def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[Envelope], Any]]:
+    """Register a one-item handler; the runner calls it for each item of a batch."""
+
+    def register(fn: Callable[[Envelope], Any]) -> Callable[[Envelope], Any]:
+        def each(envelopes: list[Envelope]) -> list[Outcome]:
+            outcomes = []
+            for envelope in envelopes:
+                try:
+                    outcomes.append(Outcome.success(envelope, fn(envelope)))
+                except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
+                    outcomes.append(Outcome.failure(envelope, exc))
+            return outcomes
+
+        _HANDLERS[job_type] = each
+        return fn
+
+    return register
+
+
+def handler_for(job_type: str) -> BatchHandler | None:
+    global _discovered
+    if not _discovered:
+        autodiscover_modules("jobs")  # each installed app's jobs.py registers its handlers
+        _discovered = True
+    return _HANDLERS.get(job_type)

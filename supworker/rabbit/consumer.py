@@ -1,0 +1,322 @@
+"""consume_rabbit: RabbitMQ messages in, RQ jobs out, nothing lost and nothing twice.
+
+Messages are taken with a prefetch window and handled in small batches: every message of a
+batch is validated, the valid ones are enqueued to RQ in one Redis transaction (see
+supworker.enqueue), the invalid ones are republished to the dead-letter exchange with
+confirms, and only then is the batch acked with one `multiple=True` ack. Whatever goes wrong
+before that ack leaves the messages unacked in RabbitMQ, which redelivers them.
+
+- Redis unreachable: the batch is not acked, the connection to RabbitMQ is closed (so the
+  messages wait there, not here), and the consumer waits for Redis with backoff.
+- RabbitMQ gone: reconnect with backoff; AMQP heartbeats detect a dead peer.
+- stop(): cancel consumption, finish the batch in hand, ack it, close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
+
+import pika
+import psutil
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPError
+from redis import Redis, RedisError
+
+from supworker.enqueue import Submission, enqueue
+from supworker.envelope import Envelope
+from supworker.masking import mask_payload
+from supworker.models import DeadLetter
+from supworker.payloads import InvalidMessage, parse_message
+from supworker.policy import POLICIES
+from supworker.rabbit import topology
+from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
+
+log = logging.getLogger("supworker.consumer")
+
+# A message without a jobId is recognised on redelivery by a fingerprint of its body, kept
+# this long: identical anonymous messages within the window count as one job.
+REDELIVERY_WINDOW = 3600
+
+
+@dataclass
+class Delivery:
+    tag: int
+    source: topology.Source
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    redelivered: bool
+
+
+@dataclass
+class Stats:
+    """The LMS worker's statistics, plus what this consumer needs to say about itself."""
+
+    processedJobs: int = 0
+    failedJobs: int = 0
+    retriedJobs: int = 0
+    duplicateJobs: int = 0
+    startTime: float = field(default_factory=time.time)
+    lastProcessedAt: float = 0.0
+    lastError: str = ""
+
+
+class Backoff:
+    def __init__(self, first: float = 0.5, ceiling: float = 30.0):
+        self.first, self.ceiling, self.tries = first, ceiling, 0
+
+    def next(self) -> float:
+        delay = min(self.first * 2**self.tries, self.ceiling)
+        self.tries += 1
+        return delay * random.uniform(0.8, 1.2)  # noqa: S311 - spreading reconnects
+
+    def reset(self) -> None:
+        self.tries = 0
+
+
+class Consumer:
+    def __init__(self, redis: Redis | None = None, name: str | None = None):
+        config = settings.CONFIG
+        self.config = config
+        self.redis = redis or Redis.from_url(
+            config.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.stats = Stats()
+        self.batch_limit = config.prefetch_count
+        self.flush_after = config.consumer_flush_ms / 1000
+        self._stopping = threading.Event()
+        self._buffer: list[Delivery] = []
+        self._buffer_since = 0.0
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._dead_channel: BlockingChannel | None = None
+        self._next_heartbeat = 0.0
+        self._processed_at_heartbeat = 0
+
+    # --- life cycle -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the consumer to finish the batch in hand and return from run(); safe from a signal handler."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        log.info("consumer %s starting; prefetch %d", self.name, self.batch_limit)
+        self.redis.sadd(CONSUMERS_KEY, self.name)
+        while not self._stopping.is_set():
+            try:
+                self._consume(backoff)
+            except RedisError as exc:
+                self._failed(f"Redis unavailable: {exc}")
+                self._wait_for_redis(backoff)
+            except (AMQPError, OSError) as exc:
+                self._failed(f"RabbitMQ connection lost: {exc!r}")
+                self._stopping.wait(backoff.next())
+        log.info("consumer %s stopped: %s", self.name, self._stats_line())
+
+    def _consume(self, backoff: Backoff) -> None:
+        params = pika.URLParameters(self.config.rabbitmq_url)
+        params.heartbeat = 30
+        params.client_properties = {"connection_name": f"supworker consumer {self.name}"}
+        self._connection = pika.BlockingConnection(params)
+        self._channel = self._connection.channel()
+        sources = topology.declare(self._channel)
+        self._channel.basic_qos(prefetch_count=self.batch_limit)
+        self._dead_channel = self._connection.channel()
+        self._dead_channel.confirm_delivery()
+        tags = [self._channel.basic_consume(s.queue, partial(self._on_message, s)) for s in sources]
+        log.info("consuming from %s", ", ".join(s.queue for s in sources))
+        backoff.reset()
+        while not self._stopping.is_set():
+            wait = 0.5
+            if self._buffer:
+                wait = max(0.0, self._buffer_since + self.flush_after - time.monotonic())
+            self._connection.process_data_events(time_limit=wait)
+            if self._buffer and (
+                len(self._buffer) >= self.batch_limit or time.monotonic() - self._buffer_since >= self.flush_after
+            ):
+                self._flush()
+            self._heartbeat(sources)
+        # Stopping: undispatched messages are returned to the queue by basic_cancel; the
+        # batch in hand is finished and acked.
+        for tag in tags:
+            self._channel.basic_cancel(tag)
+        if self._buffer:
+            self._flush()
+        self._connection.close()
+
+    def _failed(self, reason: str) -> None:
+        log.error("%s; %d unacked message(s) stay in RabbitMQ", reason, len(self._buffer))
+        self.stats.lastError = reason
+        self._buffer.clear()  # their delivery tags die with the connection; RabbitMQ redelivers them
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(AMQPError, OSError):
+                self._connection.close()
+        self._connection = None
+
+    def _wait_for_redis(self, backoff: Backoff) -> None:
+        while not self._stopping.is_set():
+            delay = backoff.next()
+            log.warning("waiting %.1f s for Redis", delay)
+            if self._stopping.wait(delay):
+                return
+            try:
+                self.redis.ping()
+            except RedisError:
+                continue
+            log.info("Redis is back; reconnecting to RabbitMQ")
+            return
+
+    # --- messages -------------------------------------------------------------------------
+    def _on_message(self, source, channel, method, properties, body) -> None:
+        if not self._buffer:
+            self._buffer_since = time.monotonic()
+        self._buffer.append(
+            Delivery(method.delivery_tag, source, method.routing_key, body, properties, method.redelivered)
+        )
+
+    def _flush(self) -> None:
+        deliveries = self._buffer
+        now = time.time()
+        submissions: list[Submission] = []
+        queue_of: dict[str, str] = {}
+        rejected: list[tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            try:
+                parsed = parse_message(
+                    delivery.source.domain, delivery.body, delivery.routing_key, self.config.max_message_bytes
+                )
+            except InvalidMessage as exc:
+                rejected.append((delivery, exc.reason))
+                continue
+            job_id, dedup_key, dedup_ttl = self._identity(parsed.job_id, delivery)
+            envelope = Envelope.sealed(
+                job_id=job_id,
+                job_type=parsed.job_type,
+                payload=parsed.payload,
+                attempt=parsed.retries_done,
+                created_at=parsed.created_at or now,
+                received_at=now,
+                priority=parsed.priority,
+                routing_key=delivery.routing_key,
+            )
+            submissions.append(Submission(envelope, dedup_key, dedup_ttl))
+            queue_of[job_id] = POLICIES[parsed.job_type].queue_for(parsed.priority)
+
+        for delivery, reason in rejected:
+            self._dead_letter(delivery, reason)
+        result = enqueue(self.redis, submissions, queue_of) if submissions else None
+        self._channel.basic_ack(delivery_tag=deliveries[-1].tag, multiple=True)
+        self._buffer = []
+
+        self.stats.processedJobs += len(result.enqueued) if result else 0
+        self.stats.duplicateJobs += len(result.duplicates) if result else 0
+        self.stats.failedJobs += len(rejected)
+        self.stats.retriedJobs += sum(d.redelivered for d in deliveries)
+        self.stats.lastProcessedAt = now
+        self._save_stats()
+
+    def _identity(self, job_id: str | None, delivery: Delivery) -> tuple[str, str, int]:
+        """The job id, its deduplication key and how long that key is remembered."""
+        job_id = job_id or delivery.properties.message_id
+        if job_id and len(job_id) <= 128:
+            return job_id, f"id:{job_id}", self.config.job_dedup_ttl
+        fingerprint = hashlib.sha256(delivery.routing_key.encode() + b"\0" + delivery.body).hexdigest()
+        return uuid.uuid4().hex, f"fp:{fingerprint}", REDELIVERY_WINDOW
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Park a message that can never become a job, with the reason, before it is acked."""
+        log.warning("dead-lettering a message from %s (%s): %s", delivery.source.queue, delivery.routing_key, reason)
+        headers = dict(delivery.properties.headers or {})
+        headers.update(
+            {
+                "x-supworker-reason": reason[:1000],
+                "x-original-queue": delivery.source.queue,
+                "x-original-routing-key": delivery.routing_key,
+                "x-rejected-at": int(time.time()),
+                "x-rejected-by": self.name,
+            }
+        )
+        properties = pika.BasicProperties(
+            content_type=delivery.properties.content_type, delivery_mode=2, headers=headers
+        )
+        # Confirmed publish: if it does not reach RabbitMQ, this raises and nothing is acked.
+        self._dead_channel.basic_publish(
+            topology.DEAD_LETTER_EXCHANGE, delivery.routing_key, delivery.body, properties, mandatory=True
+        )
+        self._record_dead_letter(delivery, reason)
+
+    def _record_dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """The admin's copy; the message itself is safe in the dead-letter queue, so this may fail."""
+        try:
+            close_old_connections()
+            payload = _readable(delivery.body)
+            DeadLetter.objects.create(
+                job_id=str(payload.get("jobId", ""))[:128] if isinstance(payload, dict) else "",
+                job_type=delivery.source.domain,
+                source=DeadLetter.Source.CONSUMER,
+                routing_key=delivery.routing_key,
+                payload=mask_payload(payload),
+                error=reason,
+            )
+        except DatabaseError as exc:
+            log.error(
+                "could not record the dead letter in PostgreSQL (it is in %s): %s", topology.DEAD_LETTER_QUEUE, exc
+            )
+
+    # --- health ---------------------------------------------------------------------------
+    def _save_stats(self) -> None:
+        fields = {k: v for k, v in vars(self.stats).items()}
+        fields.update({"pid": os.getpid(), "host": socket.gethostname(), "heartbeatAt": time.time()})
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(CONSUMER_KEY + self.name, mapping=fields)
+            pipe.expire(CONSUMER_KEY + self.name, 86400)
+            pipe.execute()
+
+    def _heartbeat(self, sources: list[topology.Source]) -> None:
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        first = self._next_heartbeat == 0.0
+        self._next_heartbeat = now + self.config.heartbeat_interval_ms / 1000
+        if first:
+            self._processed_at_heartbeat = self.stats.processedJobs
+            return
+        waiting = sum(self._channel.queue_declare(s.queue, passive=True).method.message_count for s in sources)
+        log.info("consumer health: %s, %d ready in RabbitMQ", self._stats_line(), waiting)
+        if waiting and self.stats.processedJobs == self._processed_at_heartbeat and not self._buffer:
+            log.warning(
+                "consumer looks stuck: %d messages wait and none was processed since the last heartbeat", waiting
+            )
+        self._processed_at_heartbeat = self.stats.processedJobs
+        self._save_stats()
+
+    def _stats_line(self) -> str:
+        rss_mb = psutil.Process().memory_info().rss / 2**20
+        s = self.stats
+        return (
+            f"processed={s.processedJobs} failed={s.failedJobs} retried={s.retriedJobs} "
+            f"duplicates={s.duplicateJobs} rss={rss_mb:.0f}MB"
+        )
+
+
+def _readable(body: bytes) -> object:
+    """The body as JSON when it is JSON, else a short, digit-masked preview."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        preview = body[:200].decode("utf-8", "replace")
+        return {"bytes": len(body), "preview": "".join("#" if c.isdigit() else c for c in preview)}

@@ -1,0 +1,56 @@
+"""Exchanges and queues, declared idempotently by the consumer (and the publisher command).
+
+    sup_exchange (topic) ─ media.#        → supworker.media
+                         ─ notification.# → supworker.notifications
+                         ─ cleanup.#      → supworker.cleanup
+    default exchange     ─ service_send_otp (the LMS OTP worker's queue, declared as it did)
+    supworker.dead (topic) ─ #            → supworker.dead_letters
+
+Rejected messages are republished to supworker.dead with the reason in their headers; the
+domain queues also name it as their RabbitMQ dead-letter exchange, as a safety net.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from pika.adapters.blocking_connection import BlockingChannel
+
+DEAD_LETTER_EXCHANGE = "supworker.dead"
+DEAD_LETTER_QUEUE = "supworker.dead_letters"
+
+
+@dataclass(frozen=True)
+class Source:
+    queue: str
+    domain: str  # key of supworker.payloads.SCHEMAS
+    binding: str | None  # routing-key pattern on the main exchange; None for the default exchange
+
+
+def sources() -> list[Source]:
+    config = settings.CONFIG
+    return [
+        Source("supworker.media", "media", "media.#"),
+        Source("supworker.notifications", "notification", "notification.#"),
+        Source("supworker.cleanup", "cleanup", "cleanup.#"),
+        Source(config.rabbitmq_queue_name, "otp", None),
+    ]
+
+
+def declare(channel: BlockingChannel) -> list[Source]:
+    exchange = settings.CONFIG.rabbitmq_exchange
+    channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+    channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
+    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+    channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, routing_key="#")
+    declared = sources()
+    for source in declared:
+        if source.binding is None:
+            # Declared exactly as the LMS publishers and worker declare it: other arguments
+            # would make their declaration fail with PRECONDITION_FAILED.
+            channel.queue_declare(source.queue, durable=True)
+            continue
+        channel.queue_declare(source.queue, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+        channel.queue_bind(source.queue, exchange, routing_key=source.binding)
+    return declared

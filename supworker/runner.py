@@ -1,0 +1,118 @@
+"""The function every RQ job runs: a batch of envelopes, each item handled and recorded on its own.
+
+Per item: already succeeded (a redelivered or requeued job) → skipped; success → recorded;
+PermanentError → dead-lettered at once; any other failure → retried after
+min(BASE * 2^n + jitter, MAX) (or the provider's Retry-After) until MAX_RETRIES, then
+dead-lettered. Dead items are recorded in PostgreSQL and put in RQ's failed registry as a job
+of their own, so RQ's "requeue" runs exactly them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rq import Queue, get_current_job
+from rq.job import JobStatus as RQJobStatus
+from rq.registry import FailedJobRegistry
+
+from supworker import records
+from supworker.enqueue import batch_jobs, create_jobs
+from supworker.envelope import Envelope
+from supworker.handlers import Outcome, PermanentError, TransientError, handler_for
+from supworker.models.job_records import JobStatus
+from supworker.policy import retry_delay
+from supworker.stats import count_outcomes
+
+log = logging.getLogger("supworker.runner")
+
+
+def run_batch(items: list[dict]) -> dict[str, int]:
+    job = get_current_job()
+    queue = Queue(job.origin, connection=job.connection)
+    envelopes = [Envelope.from_dict(item) for item in items]
+    started = timezone.now()
+    pending = records.start(envelopes, queue.name, job.id)
+    outcomes = handle(pending)
+
+    by_id = {e.job_id: e for e in pending}
+    statuses: dict[str, str] = {}
+    retry: list[tuple[Envelope, Outcome]] = []
+    dead: list[tuple[Envelope, Outcome]] = []
+    for outcome in outcomes:
+        envelope = by_id[outcome.job_id]
+        if outcome.ok:
+            statuses[outcome.job_id] = JobStatus.SUCCEEDED
+        elif outcome.permanent or envelope.attempt >= settings.CONFIG.max_retries:
+            statuses[outcome.job_id] = JobStatus.FAILED
+            dead.append((envelope, outcome))
+            log.error("job %s (%s) failed for good: %s", envelope.job_id, envelope.job_type, outcome.error)
+        else:
+            statuses[outcome.job_id] = JobStatus.RETRYING
+            retry.append((envelope, outcome))
+            log.warning("job %s (%s) will be retried: %s", envelope.job_id, envelope.job_type, outcome.error)
+    records.finish(outcomes, statuses, started)
+    for envelope, outcome in dead:
+        records.dead_letter(envelope, outcome.error)
+    if retry:
+        schedule_retries(queue, retry, seed=job.id)
+    if dead:
+        park_in_failed_registry(queue, dead, seed=job.id)
+
+    summary = {
+        "succeeded": sum(o.ok for o in outcomes),
+        "retrying": len(retry),
+        "failed": len(dead),
+        "skipped": len(envelopes) - len(pending),
+    }
+    by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for outcome in outcomes:
+        kind = "succeeded" if outcome.ok else statuses[outcome.job_id]
+        by_type[by_id[outcome.job_id].job_type][kind.replace("retrying", "retried")] += 1
+    with job.connection.pipeline(transaction=False) as pipe:
+        for job_type, counts in by_type.items():
+            count_outcomes(pipe, job_type, **counts)
+        pipe.execute()
+    return summary
+
+
+def handle(envelopes: list[Envelope]) -> list[Outcome]:
+    """Run each type's handler on its items; whatever goes wrong becomes an item's outcome."""
+    by_type: dict[str, list[Envelope]] = defaultdict(list)
+    for envelope in envelopes:
+        by_type[envelope.job_type].append(envelope)
+    outcomes: list[Outcome] = []
+    for job_type, group in by_type.items():
+        handler = handler_for(job_type)
+        if handler is None:
+            error = PermanentError(f"no handler is registered for job type {job_type!r}")
+            outcomes.extend(Outcome.failure(e, error) for e in group)
+            continue
+        try:
+            returned = {o.job_id: o for o in handler(group)}
+        except Exception as exc:
+            log.exception("handler for %s raised", job_type)
+            returned = {e.job_id: Outcome.failure(e, exc) for e in group}
+        missing = TransientError("the handler returned no outcome for this item")
+        outcomes.extend(returned.get(e.job_id) or Outcome.failure(e, missing) for e in group)
+    return outcomes
+
+
+def schedule_retries(queue: Queue, failed: list[tuple[Envelope, Outcome]], seed: str) -> None:
+    """Put the failed items back, one attempt later, after the longest delay any of them needs."""
+    delay = max(retry_delay(envelope.attempt, outcome.retry_after) for envelope, outcome in failed)
+    when = timezone.now() + timedelta(seconds=delay)
+    jobs = create_jobs(queue, batch_jobs(queue, [e.next_attempt() for e, _ in failed], id_seed=seed + ":retry"))
+    for job in jobs:
+        queue.schedule_job(job, when)
+
+
+def park_in_failed_registry(queue: Queue, dead: list[tuple[Envelope, Outcome]], seed: str) -> None:
+    registry = FailedJobRegistry(queue=queue)
+    reasons = "\n".join(f"{envelope.job_id}: {outcome.error}" for envelope, outcome in dead)
+    job_datas = batch_jobs(queue, [envelope for envelope, _ in dead], id_seed=seed + ":dead")
+    for job in create_jobs(queue, job_datas, status=RQJobStatus.FAILED):
+        registry.add(job, ttl=settings.CONFIG.job_failure_ttl, exc_string=reasons)
