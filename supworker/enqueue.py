@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+import django_rq
 from django.conf import settings
 from redis import Redis, WatchError
 from rq import Queue, Retry
@@ -138,8 +139,6 @@ def create_jobs(queue: Queue, job_datas: list[EnqueueData], **overrides) -> list
 
 def redis_connection() -> Redis:
     """The Redis that holds every RQ queue (they all share one)."""
-    import django_rq
-
     return django_rq.get_connection(POLICIES["media.image"].queue)
 
 

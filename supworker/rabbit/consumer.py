@@ -255,7 +255,7 @@ class Consumer:
         )
         # Confirmed publish: if it does not reach RabbitMQ, this raises and nothing is acked.
         self._dead_channel.basic_publish(
-            topology.DEAD_LETTER_EXCHANGE, delivery.routing_key, delivery.body, properties, mandatory=True
+            topology.dead_letter_exchange(), delivery.routing_key, delivery.body, properties, mandatory=True
         )
         self._record_dead_letter(delivery, reason)
 
@@ -274,7 +274,7 @@ class Consumer:
             )
         except DatabaseError as exc:
             log.error(
-                "could not record the dead letter in PostgreSQL (it is in %s): %s", topology.DEAD_LETTER_QUEUE, exc
+                "could not record the dead letter in PostgreSQL (it is in %s): %s", topology.dead_letter_queue(), exc
             )
 
     # --- health ---------------------------------------------------------------------------

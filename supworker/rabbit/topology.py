@@ -6,8 +6,9 @@
     default exchange     ─ service_send_otp (the LMS OTP worker's queue, declared as it did)
     supworker.dead (topic) ─ #            → supworker.dead_letters
 
-Rejected messages are republished to supworker.dead with the reason in their headers; the
-domain queues also name it as their RabbitMQ dead-letter exchange, as a safety net.
+("supworker" is RABBITMQ_QUEUE_PREFIX.) Rejected messages are republished to supworker.dead
+with the reason in their headers; the domain queues also name it as their RabbitMQ
+dead-letter exchange, as a safety net.
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
 
-DEAD_LETTER_EXCHANGE = "supworker.dead"
-DEAD_LETTER_QUEUE = "supworker.dead_letters"
+
+def dead_letter_exchange() -> str:
+    return f"{settings.CONFIG.rabbitmq_queue_prefix}.dead"
+
+
+def dead_letter_queue() -> str:
+    return f"{settings.CONFIG.rabbitmq_queue_prefix}.dead_letters"
 
 
 @dataclass(frozen=True)
@@ -30,10 +36,11 @@ class Source:
 
 def sources() -> list[Source]:
     config = settings.CONFIG
+    prefix = config.rabbitmq_queue_prefix
     return [
-        Source("supworker.media", "media", "media.#"),
-        Source("supworker.notifications", "notification", "notification.#"),
-        Source("supworker.cleanup", "cleanup", "cleanup.#"),
+        Source(f"{prefix}.media", "media", "media.#"),
+        Source(f"{prefix}.notifications", "notification", "notification.#"),
+        Source(f"{prefix}.cleanup", "cleanup", "cleanup.#"),
         Source(config.rabbitmq_queue_name, "otp", None),
     ]
 
@@ -41,9 +48,10 @@ def sources() -> list[Source]:
 def declare(channel: BlockingChannel) -> list[Source]:
     exchange = settings.CONFIG.rabbitmq_exchange
     channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-    channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="topic", durable=True)
-    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
-    channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, routing_key="#")
+    dead_exchange, dead_queue = dead_letter_exchange(), dead_letter_queue()
+    channel.exchange_declare(dead_exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(dead_queue, durable=True)
+    channel.queue_bind(dead_queue, dead_exchange, routing_key="#")
     declared = sources()
     for source in declared:
         if source.binding is None:
@@ -51,6 +59,6 @@ def declare(channel: BlockingChannel) -> list[Source]:
             # would make their declaration fail with PRECONDITION_FAILED.
             channel.queue_declare(source.queue, durable=True)
             continue
-        channel.queue_declare(source.queue, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE})
+        channel.queue_declare(source.queue, durable=True, arguments={"x-dead-letter-exchange": dead_exchange})
         channel.queue_bind(source.queue, exchange, routing_key=source.binding)
     return declared
