@@ -4,6 +4,7 @@
 #   scripts/services.sh up      install what is missing (as root), start what is not running
 #   scripts/services.sh down    stop the three servers
 #   scripts/services.sh status  say what runs
+#   scripts/services.sh rabbitmqctl ARGS...   rabbitmqctl for the project's RabbitMQ node
 #
 # Each server listens on 127.0.0.1 on the project's own ports, keeps its data under var/ and
 # has its own node name, pid file and (for RabbitMQ) its own epmd port, so servers already on
@@ -224,5 +225,7 @@ case "${1:-up}" in
   down) rabbit_down; pg_down; redis_down ;;
   status) status ;;
   install) install_packages ;;
-  *) die "usage: $0 up|down|status|install" ;;
+  # rabbitmqctl for the project's node, e.g. `services.sh rabbitmqctl list_queues name messages`
+  rabbitmqctl) shift; rabbit_env; rabbitmqctl_ "$@" ;;
+  *) die "usage: $0 up|down|status|install|rabbitmqctl ARGS..." ;;
 esac

@@ -18,6 +18,7 @@ from django.utils import timezone
 from rq import Queue, get_current_job
 from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry
+from rq.results import Result
 
 from supworker import records
 from supworker.enqueue import batch_jobs, create_jobs
@@ -114,5 +115,10 @@ def park_in_failed_registry(queue: Queue, dead: list[tuple[Envelope, Outcome]], 
     registry = FailedJobRegistry(queue=queue)
     reasons = "\n".join(f"{envelope.job_id}: {outcome.error}" for envelope, outcome in dead)
     job_datas = batch_jobs(queue, [envelope for envelope, _ in dead], id_seed=seed + ":dead")
+    ttl = settings.CONFIG.job_failure_ttl
     for job in create_jobs(queue, job_datas, status=RQJobStatus.FAILED):
-        registry.add(job, ttl=settings.CONFIG.job_failure_ttl, exc_string=reasons)
+        with queue.connection.pipeline() as pipe:
+            registry.add(job, ttl=ttl, exc_string=reasons, pipeline=pipe)
+            # The reason RQ's dashboard shows for a failed job is its failure result.
+            Result.create_failure(job, ttl, exc_string=reasons, pipeline=pipe)
+            pipe.execute()

@@ -23,7 +23,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
-    "fcm_django",
     "supworker",
     "media_jobs",
     "notifications",

@@ -9,6 +9,8 @@ from redis import Redis
 
 from tests.testenv import ROOT
 
+pytest_plugins = ["tests.ingest_fixtures"]
+
 
 @pytest.fixture
 def redis_conn() -> Iterator[Redis]:

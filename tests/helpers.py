@@ -57,3 +57,14 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def rq_items(connection, *queue_names: str) -> list[dict]:
+    """Every envelope waiting in the named RQ queues, in queue order (a job carries a batch)."""
+    from rq import Queue
+
+    items = []
+    for name in queue_names:
+        for job in Queue(name, connection=connection).get_jobs():
+            items.extend(job.args[0])
+    return items

@@ -30,7 +30,7 @@ from functools import partial
 import pika
 import psutil
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from redis import Redis, RedisError
@@ -125,6 +125,8 @@ class Consumer:
             except (AMQPError, OSError) as exc:
                 self._failed(f"RabbitMQ connection lost: {exc!r}")
                 self._stopping.wait(backoff.next())
+        close_old_connections()
+        connections.close_all()  # this thread's connection; a stopped consumer holds none open
         log.info("consumer %s stopped: %s", self.name, self._stats_line())
 
     def _consume(self, backoff: Backoff) -> None:
@@ -314,9 +316,13 @@ class Consumer:
 
 
 def _readable(body: bytes) -> object:
-    """The body as JSON when it is JSON, else a short, digit-masked preview."""
+    """The body as JSON when it is JSON, else a short preview with digits and control characters masked.
+
+    PostgreSQL's jsonb refuses NUL characters, which hostile messages do contain.
+    """
     try:
-        return json.loads(body)
+        return json.loads(json.dumps(json.loads(body)).replace("\\u0000", "\\ufffd"))
     except ValueError:
         preview = body[:200].decode("utf-8", "replace")
-        return {"bytes": len(body), "preview": "".join("#" if c.isdigit() else c for c in preview)}
+        masked = "".join("#" if c.isdigit() else "?" if not c.isprintable() else c for c in preview)
+        return {"bytes": len(body), "preview": masked}

@@ -1,0 +1,173 @@
+"""consume_rabbit against real RabbitMQ and Redis: routing, policy, dead letters, duplicates."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.conf import settings
+from rq import Queue
+
+from supworker.envelope import SEAL_PREFIX, Envelope
+from supworker.models import DeadLetter
+from tests.helpers import rq_items, wait_for
+from tests.ingest_fixtures import dead_letters, queue_depth
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ALL_QUEUES = ("media_high", "media", "notifications_high", "notifications", "cleanup")
+USER, MESSAGE = str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def media(kind: str, **extra) -> dict:
+    return {"type": kind, "s3Key": f"uploads/{kind}.bin", "userId": USER, "messageId": MESSAGE} | extra
+
+
+def notification(kind: str, **extra) -> dict:
+    recipient = {"push": {"fcmToken": "device-token"}, "email": {"email": "ann@example.com"}}
+    recipient["sms"] = {"phoneNumber": "+14155550100"}
+    return {"type": kind, "userId": USER, "title": "Hello", "body": "New message"} | recipient[kind] | extra
+
+
+def drained(redis_conn, count: int) -> list[dict]:
+    return wait_for(
+        lambda: len(items := rq_items(redis_conn, *ALL_QUEUES)) >= count and items, 20, f"{count} jobs in RQ"
+    )
+
+
+def test_each_job_type_becomes_an_rq_job_on_its_queue_with_its_policy(consumer, publisher, redis_conn):
+    published = {
+        "media.image": media("image", jobId="img-1"),
+        "media.video": media("video", jobId="vid-1"),
+        "media.audio": media("audio", jobId="aud-1"),
+        "notification.push": notification("push", jobId="push-1", data={"chatId": "c1"}),
+        "notification.email": notification("email", jobId="mail-1"),
+        "notification.sms": notification("sms", jobId="sms-1"),
+        "cleanup.stories": {"type": "stories", "jobId": "clean-1"},
+    }
+    for routing_key, body in published.items():
+        publisher.publish(routing_key, body)
+    otp = {"email": "ann@example.com", "otp": "482913", "retryCount": 1, "jobId": "otp-1", "timestamp": 1672531200000}
+    publisher.publish(settings.CONFIG.rabbitmq_queue_name, otp)
+    drained(redis_conn, 8)
+
+    expected = {  # job id: (queue, timeout in seconds)
+        "img-1": ("media_high", 60),
+        "vid-1": ("media", 300),
+        "aud-1": ("media", 60),
+        "push-1": ("notifications_high", 30),
+        "mail-1": ("notifications", 30),
+        "sms-1": ("notifications", 30),
+        "clean-1": ("cleanup", 120),
+        "otp-1": ("notifications_high", 30),
+    }
+    seen = {}
+    for name in ALL_QUEUES:
+        for job in Queue(name, connection=redis_conn).get_jobs():
+            assert job.func_name == "supworker.runner.run_batch"
+            assert job.retries_left == settings.CONFIG.max_retries == 3
+            assert job.failure_ttl == settings.CONFIG.job_failure_ttl
+            assert job.result_ttl == settings.CONFIG.job_result_ttl
+            for item in job.args[0]:
+                seen[item["job_id"]] = (name, job.timeout, Envelope.from_dict(item))
+    assert {job_id: value[:2] for job_id, value in seen.items()} == expected
+
+    push = seen["push-1"][2]
+    assert push.job_type == "notification.push" and push.payload["data"] == {"chatId": "c1"}
+    assert push.payload["fcmToken"].startswith(SEAL_PREFIX) and push.reveal("fcmToken") == "device-token"
+    otp_job = seen["otp-1"][2]
+    assert otp_job.job_type == "otp.email" and otp_job.attempt == 1  # the LMS retryCount carries over
+    assert otp_job.payload["otp"].startswith(SEAL_PREFIX) and otp_job.reveal("otp") == "482913"
+    assert otp_job.created_at == 1672531200.0
+    assert seen["sms-1"][2].reveal("phoneNumber") == "+14155550100"
+    assert queue_depth(f"{settings.CONFIG.rabbitmq_queue_prefix}.media") == 0, "everything enqueued is acked"
+
+
+def test_a_message_may_raise_or_lower_its_priority(consumer, publisher, redis_conn):
+    publisher.publish("notification.push", notification("push", jobId="slow-push", priority="low"))
+    publisher.publish("notification.email", notification("email", jobId="fast-mail", priority="high"))
+    drained(redis_conn, 2)
+    assert [i["job_id"] for i in rq_items(redis_conn, "notifications")] == ["slow-push"]
+    assert [i["job_id"] for i in rq_items(redis_conn, "notifications_high")] == ["fast-mail"]
+
+
+BAD_MESSAGES = [
+    ("media.image", b"{not json", "message is not JSON"),
+    ("media.image", b"[1, 2, 3]", "message is a JSON list, not an object"),
+    ("media.image", b"\xff\xfe\x00", "message is not JSON"),
+    ("media.image", json.dumps({"pad": "x" * 300_000}).encode(), "larger than the 262144-byte limit"),
+    ("media.gif", json.dumps(media("gif")).encode(), "type: Input should be 'image', 'video' or 'audio'"),
+    ("media.image", json.dumps({"type": "image"}).encode(), "s3Key: Field required; userId: Field required"),
+    ("media.image", json.dumps(media("image", s3Key="../../etc/passwd")).encode(), "s3Key: must not contain '.'"),
+    ("media.image", json.dumps(media("video")).encode(), "does not match the payload's type 'video'"),
+    ("notification.email", json.dumps(notification("push", type="email")).encode(), "needs 'email'"),
+    ("notification.sms", json.dumps(notification("sms", phoneNumber="555-0100")).encode(), "E.164"),
+    ("cleanup.everything", json.dumps({"type": "everything"}).encode(), "type: Input should be 'stories'"),
+    ("otp", json.dumps({"email": "not-an-address", "otp": "12"}).encode(), "otp: String should have at least 4"),
+]
+
+
+def test_invalid_messages_are_dead_lettered_with_their_reason_and_the_rest_flow(consumer, publisher, redis_conn):
+    otp_queue = settings.CONFIG.rabbitmq_queue_name
+    for number, (routing_key, body, _) in enumerate(BAD_MESSAGES):
+        publisher.publish(otp_queue if routing_key == "otp" else routing_key, body)
+        publisher.publish("cleanup.sessions", {"type": "sessions", "jobId": f"good-{number}"})
+    items = drained(redis_conn, len(BAD_MESSAGES))
+    assert sorted(i["job_id"] for i in items) == sorted(f"good-{n}" for n in range(len(BAD_MESSAGES)))
+
+    parked = wait_for(lambda: dead_letters() or None, 10, "dead letters")
+    reasons = [properties.headers["x-supworker-reason"] for properties, _ in parked]
+    assert len(reasons) == len(BAD_MESSAGES)
+    for (_, body, expected), (properties, parked_body), reason in zip(BAD_MESSAGES, parked, reasons, strict=True):
+        assert expected in reason, reason
+        assert parked_body == body, "the dead letter keeps the message as it was, for republishing"
+        assert properties.headers["x-original-routing-key"]
+
+    records = DeadLetter.objects.filter(source=DeadLetter.Source.CONSUMER)
+    assert records.count() == len(BAD_MESSAGES)
+    otp_record = records.get(error__contains="otp: String should have at least 4")
+    assert otp_record.payload["otp"] == "***", "a code is never stored in clear, even in a bad message"
+    assert consumer.stats.failedJobs == len(BAD_MESSAGES)
+    assert consumer.stats.processedJobs == len(BAD_MESSAGES)
+
+
+def test_the_same_job_id_is_enqueued_once(consumer, publisher, redis_conn):
+    body = notification("push", jobId="push-once")
+    publisher.publish("notification.push", body)
+    drained(redis_conn, 1)
+    for _ in range(3):  # later, in other batches
+        publisher.publish("notification.push", body)
+    publisher.publish("notification.push", notification("push", jobId="push-after"))
+    items = drained(redis_conn, 2)
+    wait_for(lambda: consumer.stats.duplicateJobs == 3, 10, "three duplicates counted")
+    assert sorted(i["job_id"] for i in items) == ["push-after", "push-once"]
+    assert queue_depth(f"{settings.CONFIG.rabbitmq_queue_prefix}.notifications") == 0
+
+
+def test_messages_without_job_id_get_one_and_a_redelivery_is_recognised(rabbit_names, publisher, redis_conn):
+    """Without a jobId the consumer makes one; a redelivered copy of the same body is not enqueued twice."""
+    from supworker.enqueue import Submission, enqueue
+    from supworker.rabbit.consumer import REDELIVERY_WINDOW, Consumer
+
+    consumer = Consumer(redis=redis_conn)
+    body = json.dumps({"type": "stories"}).encode()
+
+    class FakeProps:  # only the attribute the consumer reads
+        message_id = None
+
+    class Delivery:
+        routing_key, properties = "cleanup.stories", FakeProps()
+
+    Delivery.body = body
+    first_id, first_key, ttl = consumer._identity(None, Delivery)
+    second_id, second_key, _ = consumer._identity(None, Delivery)
+    assert first_id != second_id and first_key == second_key and ttl == REDELIVERY_WINDOW
+
+    def submit(job_id: str):
+        envelope = Envelope(job_id=job_id, job_type="cleanup.stories", payload={"type": "stories"})
+        return enqueue(redis_conn, [Submission(envelope, first_key, ttl)], {job_id: "cleanup"})
+
+    assert len(submit(first_id).enqueued) == 1
+    assert len(submit(second_id).duplicates) == 1
+    assert len(rq_items(redis_conn, "cleanup")) == 1
