@@ -171,3 +171,52 @@ def test_messages_without_job_id_get_one_and_a_redelivery_is_recognised(rabbit_n
     assert len(submit(first_id).enqueued) == 1
     assert len(submit(second_id).duplicates) == 1
     assert len(rq_items(redis_conn, "cleanup")) == 1
+
+
+def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
+    rabbit_names, redis_conn, publisher, settings, caplog
+):
+    import dataclasses
+    import logging
+    import threading
+
+    from supworker.rabbit.consumer import Consumer
+    from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
+
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, heartbeat_interval_ms=1000)
+    caplog.set_level(logging.INFO, logger="supworker.consumer")
+    consumer = Consumer(redis=redis_conn, name="health-check")
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        for number in range(3):
+            publisher.publish("cleanup.sessions", {"type": "sessions", "jobId": f"s-{number}"})
+        publisher.publish("cleanup.sessions", b"not json")
+        stats_key = CONSUMER_KEY + "health-check"
+        wait_for(lambda: redis_conn.hget(stats_key, "processedJobs") == b"3", 10, "stats in Redis")
+        wait_for(lambda: "consumer health:" in caplog.text, 10, "a health line in the log")
+    finally:
+        consumer.stop()
+        thread.join(10)
+    stats = {k.decode(): v.decode() for k, v in redis_conn.hgetall(stats_key).items()}
+    assert stats["processedJobs"] == "3" and stats["failedJobs"] == "1" and stats["duplicateJobs"] == "0"
+    assert float(stats["startTime"]) <= float(stats["lastProcessedAt"])
+    assert stats["lastError"].endswith(".cleanup: message is not JSON: Expecting value: line 1 column 1 (char 0)")
+    assert redis_conn.sismember(CONSUMERS_KEY, "health-check")
+    assert "processed=3 failed=1" in caplog.text and "rss=" in caplog.text
+
+
+def test_publish_job_command_publishes_with_confirms_and_rejects_bad_json(rabbit_names, redis_conn, tmp_path):
+    from tests.helpers import run_manage
+    from tests.ingest_fixtures import subprocess_env
+
+    env = subprocess_env(rabbit_names)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"type": "stories", "jobId": "from-file"}))
+    assert run_manage("publish_job", "cleanup.stories", f"@{job}", env=env).returncode == 0
+    otp = run_manage("publish_job", rabbit_names["RABBITMQ_QUEUE_NAME"], '{"email": "a@b.co", "otp": "1234"}', env=env)
+    assert otp.returncode == 0 and "published" in otp.stdout
+    bad = run_manage("publish_job", "cleanup.stories", "{oops", env=env)
+    assert bad.returncode == 1 and "payload is not JSON" in bad.stderr
+    assert queue_depth(f"{rabbit_names['RABBITMQ_QUEUE_PREFIX']}.cleanup") == 1
+    assert queue_depth(rabbit_names["RABBITMQ_QUEUE_NAME"]) == 1

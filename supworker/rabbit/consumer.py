@@ -242,6 +242,7 @@ class Consumer:
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Park a message that can never become a job, with the reason, before it is acked."""
         log.warning("dead-lettering a message from %s (%s): %s", delivery.source.queue, delivery.routing_key, reason)
+        self.stats.lastError = f"rejected a message from {delivery.source.queue}: {reason}"
         headers = dict(delivery.properties.headers or {})
         headers.update(
             {
