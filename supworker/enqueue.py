@@ -99,12 +99,7 @@ def enqueue(connection: Redis, submissions: list[Submission], queue_of: dict[str
                 pipe.multi()
                 for submission in fresh:
                     pipe.set(SEEN_PREFIX + submission.dedup_key, submission.envelope.job_id, ex=submission.dedup_ttl)
-                rq_jobs = 0
-                for queue_name, envelopes in by_queue.items():
-                    queue = Queue(queue_name, connection=connection)
-                    jobs = batch_jobs(queue, envelopes)
-                    queue.enqueue_many(jobs, pipeline=pipe)
-                    rq_jobs += len(jobs)
+                rq_jobs = _enqueue_batches(connection, pipe, by_queue)
                 pipe.execute()
                 break
             except WatchError:
@@ -148,12 +143,18 @@ def requeue(connection: Redis, envelopes: list[Envelope]) -> int:
     for envelope in envelopes:
         fresh = Envelope.from_dict(envelope.to_dict() | {"attempt": 0})
         by_queue[POLICIES[envelope.job_type].queue_for(envelope.priority)].append(fresh)
-    jobs = 0
     with connection.pipeline() as pipe:
-        for queue_name, items in by_queue.items():
-            queue = Queue(queue_name, connection=connection)
-            job_datas = batch_jobs(queue, items)
-            queue.enqueue_many(job_datas, pipeline=pipe)
-            jobs += len(job_datas)
+        jobs = _enqueue_batches(connection, pipe, by_queue)
         pipe.execute()
+    return jobs
+
+
+def _enqueue_batches(connection: Redis, pipe, by_queue: dict[str, list[Envelope]]) -> int:
+    """Add the RQ jobs for each queue's envelopes to `pipe`; return how many jobs."""
+    jobs = 0
+    for queue_name, envelopes in by_queue.items():
+        queue = Queue(queue_name, connection=connection)
+        job_datas = batch_jobs(queue, envelopes)
+        queue.enqueue_many(job_datas, pipeline=pipe)
+        jobs += len(job_datas)
     return jobs
