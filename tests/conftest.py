@@ -2,12 +2,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis import Redis
-
-from tests.testenv import ROOT
 
 pytest_plugins = ["tests.ingest_fixtures"]
 
@@ -20,10 +17,3 @@ def redis_conn() -> Iterator[Redis]:
     yield conn
     conn.flushdb()
     conn.close()
-
-
-@pytest.fixture
-def output_dir() -> Path:
-    path = ROOT / "test-output"
-    path.mkdir(exist_ok=True)
-    return path

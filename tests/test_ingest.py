@@ -220,3 +220,13 @@ def test_publish_job_command_publishes_with_confirms_and_rejects_bad_json(rabbit
     assert bad.returncode == 1 and "payload is not JSON" in bad.stderr
     assert queue_depth(f"{rabbit_names['RABBITMQ_QUEUE_PREFIX']}.cleanup") == 1
     assert queue_depth(rabbit_names["RABBITMQ_QUEUE_NAME"]) == 1
+
+
+def test_our_own_media_events_on_the_exchange_are_skipped_not_dead_lettered(consumer, publisher, redis_conn):
+    publisher.publish("media.processed", {"messageId": MESSAGE, "status": "ready"})
+    publisher.publish("media.failed", {"messageId": MESSAGE, "status": "failed"})
+    publisher.publish("media.image", media("image", jobId="after-events"))
+    drained(redis_conn, 1)
+    wait_for(lambda: consumer.stats.ownEvents == 2, 10, "both events skipped")
+    assert [i["job_id"] for i in rq_items(redis_conn, *ALL_QUEUES)] == ["after-events"]
+    assert consumer.stats.failedJobs == 0 and not dead_letters()

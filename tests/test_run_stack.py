@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from tests.helpers import wait_for
-from tests.testenv import ROOT
+from tests.testenv import ROOT, WEB_PORT
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def admin_login_answers(port: int) -> bool:
 
 
 def test_make_run_starts_the_whole_service_and_ctrl_c_stops_it(tmp_path, redis_conn):
-    port = 18765
+    port = WEB_PORT
     log_path = tmp_path / "make-run.log"
     with open(log_path, "w") as log:
         make = subprocess.Popen(

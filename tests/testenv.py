@@ -3,20 +3,28 @@
 Tests run against the project-local servers of `make services`, never against whatever a
 developer's `.env` or shell points at: they flush Redis and create queues. Redis DB 15 keeps
 test keys apart from the jobs of a `make run` on the same machine.
+
+SUPWORKER_TEST_SLOT=N (1-3) lets a second test run share the machine with the first: it
+gets its own test database, Redis database, output directory and web port.
 """
 
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
+SLOT = int(os.environ.get("SUPWORKER_TEST_SLOT", "0"))
+assert 0 <= SLOT <= 3, "SUPWORKER_TEST_SLOT is 0 to 3"
+OUTPUT = ROOT / "test-output" / (f"slot{SLOT}" if SLOT else "")
+REDIS_DB = (15, 11, 10, 9)[SLOT]  # 12 to 14 belong to the benchmarks
+WEB_PORT = 18765 + SLOT
 
 os.environ.update(
     {
         "SUPWORKER_ENV_FILE": os.devnull,
         "SUPWORKER_ENV": "development",
-        "DATABASE_URL": "postgres://supworker:supworker@127.0.0.1:5440/supworker",
-        "REDIS_URL": "redis://127.0.0.1:6390/15",
+        # pytest-django creates and drops test_<name>; the database itself need not exist.
+        "DATABASE_URL": "postgres://supworker:supworker@127.0.0.1:5440/supworker" + (f"_slot{SLOT}" if SLOT else ""),
+        "REDIS_URL": f"redis://127.0.0.1:6390/{REDIS_DB}",
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5690/%2F",
         "LOG_DIR": str(OUTPUT / "logs"),
         "MEDIA_ROOT": str(OUTPUT / "media"),
@@ -25,3 +33,23 @@ os.environ.update(
 )
 for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "AWS_S3_BUCKET", "SMTP_HOST", "NODE_ENV"):
     os.environ.pop(name, None)
+
+
+def _ensure_slot_database() -> None:
+    """`make run`, which a test starts, migrates the slot's own database: create it once."""
+    import psycopg2
+
+    name = f"supworker_slot{SLOT}"
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=5440, user="supworker", password="supworker", dbname="postgres"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+
+
+if SLOT:
+    _ensure_slot_database()

@@ -69,6 +69,7 @@ class Stats:
     failedJobs: int = 0
     retriedJobs: int = 0
     duplicateJobs: int = 0
+    ownEvents: int = 0  # our own media.processed/failed events, skipped
     startTime: float = field(default_factory=time.time)
     lastProcessedAt: float = 0.0
     lastError: str = ""
@@ -197,6 +198,9 @@ class Consumer:
         queue_of: dict[str, str] = {}
         rejected: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
+            if delivery.routing_key in topology.OWN_EVENTS:
+                self.stats.ownEvents += 1
+                continue
             try:
                 parsed = parse_message(
                     delivery.source.domain, delivery.body, delivery.routing_key, self.config.max_message_bytes

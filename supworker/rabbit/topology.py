@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel
 
+# Events supworker itself publishes on the main exchange for the messenger. Our media queue is
+# bound to media.# (so that unknown media types are dead-lettered, not lost), which also
+# catches these: the consumer acks and skips them.
+OWN_EVENTS = frozenset({"media.processed", "media.failed"})
+
 
 def dead_letter_exchange() -> str:
     return f"{settings.CONFIG.rabbitmq_queue_prefix}.dead"
