@@ -23,6 +23,38 @@ DEV_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"  # noqa: S105 -
 LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")} | {"warn": "WARNING"}
 
 
+CRON_DEFAULTS = {  # UTC, as in the Node worker's schedule
+    "stories": "0 * * * *",
+    "sessions": "0 0 * * *",
+    "messages": "0 1 * * *",
+    "temp_files": "0 2 * * *",
+    "maintenance": "0 3 * * *",
+    "prekeys": "0 4 * * *",
+    "statistics": "0 */6 * * *",
+    "websockets": "*/15 * * * *",
+    "health": "*/5 * * * *",
+    "orphaned_media": "0 5 * * 0",
+}
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    batch_size: int
+    time_budget_s: int
+    story_ttl_hours: int
+    story_purge_after_days: int
+    session_inactive_days: int
+    temp_file_ttl_hours: int
+    message_retention_days: int
+    message_policy: str
+    prekey_used_grace_days: int
+    prekey_low_threshold: int
+    orphan_prefixes: list[str]
+    orphan_grace_hours: int
+    websocket_stale_minutes: int
+    cron: dict[str, str]  # cleanup name -> cron expression, or "off"
+
+
 @dataclass(frozen=True)
 class Config:
     production: bool
@@ -52,6 +84,7 @@ class Config:
     log_json: bool
     media_root: Path
     temp_dir: Path
+    cleanup: CleanupConfig
     aws_region: str
     aws_access_key_id: str
     aws_secret_access_key: str
@@ -71,6 +104,17 @@ class Config:
     sms_api_key: str
     sms_api_secret: str
     sms_from_number: str
+    # Media processing limits and output sizes (media_jobs/limits.py).
+    media_image_max_bytes: int
+    media_image_max_pixels: int
+    media_image_max_edge: int
+    media_thumbnail_max_edge: int
+    media_video_max_bytes: int
+    media_video_max_seconds: int
+    media_video_max_edge: int
+    media_video_passthrough_max_bitrate: int
+    media_audio_max_bytes: int
+    media_audio_max_seconds: int
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -96,6 +140,40 @@ def _redis_url(env: EnvReader) -> str:
 def _path(env: EnvReader, name: str, default: Path) -> Path:
     path = Path(env.str(name, default=str(default)))
     return path if path.is_absolute() else BASE_DIR / path
+
+
+def _cron(env: EnvReader, name: str, default: str) -> str:
+    from croniter import croniter
+
+    variable = f"CRON_{name.upper()}"
+    value = env.str(variable, default=default)
+    if value != "off" and not croniter.is_valid(value):
+        env.fail(variable, f"must be a cron expression such as '{default}', or off; got {value!r}")
+        return default
+    return value
+
+
+def _cleanup_config(env: EnvReader) -> CleanupConfig:
+    return CleanupConfig(
+        batch_size=env.int("CLEANUP_BATCH_SIZE", 5000, 1, 100_000),
+        time_budget_s=env.int("CLEANUP_TIME_BUDGET_S", 90, 5, 3600),
+        story_ttl_hours=env.int("STORY_TTL_HOURS", 24, 1, 24 * 365),
+        story_purge_after_days=env.int("STORY_PURGE_AFTER_DAYS", 7, 0, 3650),
+        session_inactive_days=env.int("SESSION_INACTIVE_DAYS", 30, 1, 3650),
+        temp_file_ttl_hours=env.int("TEMP_FILE_TTL_HOURS", 24, 1, 24 * 365),
+        message_retention_days=env.int("MESSAGE_RETENTION_DAYS", 365, 1, 36500),
+        message_policy=env.choice(
+            "MESSAGE_RETENTION_POLICY",
+            choices={"archive": "archive", "delete": "delete", "off": "off"},
+            default="archive",
+        ),
+        prekey_used_grace_days=env.int("PREKEY_USED_GRACE_DAYS", 7, 0, 3650),
+        prekey_low_threshold=env.int("PREKEY_LOW_THRESHOLD", 10, 0, 10_000),
+        orphan_prefixes=env.list("ORPHAN_MEDIA_PREFIXES", ["media/"]),
+        orphan_grace_hours=env.int("ORPHAN_MEDIA_GRACE_HOURS", 24, 1, 24 * 365),
+        websocket_stale_minutes=env.int("WEBSOCKET_STALE_MINUTES", 15, 1, 1440),
+        cron={name: _cron(env, name, default) for name, default in CRON_DEFAULTS.items()},
+    )
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -170,6 +248,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         log_json=env.bool("LOG_JSON", production),
         media_root=_path(env, "MEDIA_ROOT", BASE_DIR / "var" / "media"),
         temp_dir=_path(env, "TEMP_DIR", BASE_DIR / "var" / "tmp"),
+        cleanup=_cleanup_config(env),
         aws_region=env.str("AWS_REGION", default="us-east-1"),
         aws_access_key_id=env.str("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=env.str("AWS_SECRET_ACCESS_KEY"),
@@ -189,6 +268,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         sms_api_key=env.str("SMS_API_KEY"),
         sms_api_secret=env.str("SMS_API_SECRET"),
         sms_from_number=env.phone("SMS_FROM_NUMBER"),
+        media_image_max_bytes=env.int("MEDIA_IMAGE_MAX_BYTES", 16 * 1024 * 1024, 1024, 1024**3),
+        media_image_max_pixels=env.int("MEDIA_IMAGE_MAX_PIXELS", 33_177_600, 1, 500_000_000),
+        media_image_max_edge=env.int("MEDIA_IMAGE_MAX_EDGE", 2048, 16, 16384),
+        media_thumbnail_max_edge=env.int("MEDIA_THUMBNAIL_MAX_EDGE", 320, 16, 4096),
+        media_video_max_bytes=env.int("MEDIA_VIDEO_MAX_BYTES", 100 * 1024 * 1024, 1024, 16 * 1024**3),
+        media_video_max_seconds=env.int("MEDIA_VIDEO_MAX_SECONDS", 300, 1, 86400),
+        media_video_max_edge=env.int("MEDIA_VIDEO_MAX_EDGE", 1280, 16, 4096),
+        media_video_passthrough_max_bitrate=env.int("MEDIA_VIDEO_PASSTHROUGH_MAX_BITRATE", 5_000_000, 0, 1_000_000_000),
+        media_audio_max_bytes=env.int("MEDIA_AUDIO_MAX_BYTES", 50 * 1024 * 1024, 1024, 16 * 1024**3),
+        media_audio_max_seconds=env.int("MEDIA_AUDIO_MAX_SECONDS", 900, 1, 86400),
     )
     if env.problems:
         raise ConfigError(env.problems)

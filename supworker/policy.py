@@ -41,6 +41,9 @@ _MEDIA = {"queue": "media", "high_queue": "media_high"}
 _NOTIFY = {"queue": "notifications", "high_queue": "notifications_high"}
 _CLEANUP = {"queue": "cleanup", "high_queue": "cleanup", "priority": 0, "timeout": 120}
 CLEANUP_TYPES = ("stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")
+# Run by the cron table only; publishers cannot ask for them. VACUUM cannot be split into
+# short steps, so maintenance gets a long timeout.
+SCHEDULED_ONLY_TIMEOUTS = {"maintenance": 1800, "statistics": 600, "websockets": 120, "health": 60}
 
 POLICIES: dict[str, JobPolicy] = {
     policy.job_type: policy
@@ -54,6 +57,10 @@ POLICIES: dict[str, JobPolicy] = {
         # A person is waiting at a sign-in screen for this code: it goes with the pushes.
         JobPolicy("otp.email", priority=3, timeout=30, batch_size=50, **_NOTIFY),
         *(JobPolicy(f"cleanup.{name}", **_CLEANUP) for name in CLEANUP_TYPES),
+        *(
+            JobPolicy(f"cleanup.{name}", **(_CLEANUP | {"timeout": timeout}))
+            for name, timeout in SCHEDULED_ONLY_TIMEOUTS.items()
+        ),
     ]
 }
 

@@ -22,12 +22,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_rq",
+    # Ours before django_rq: cleanup's rqscheduler command (which registers the cron table)
+    # takes precedence over django-rq's.
     "supworker",
     "media_jobs",
     "notifications",
     "cleanup",
     "monitoring",
+    "django_rq",
 ]
 
 MIDDLEWARE = [

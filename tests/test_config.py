@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from supworker.config import load_config
+from supworker.config import CRON_DEFAULTS, load_config
 from supworker.env import ConfigError
 from tests.helpers import run_manage
 from tests.testenv import ROOT
@@ -85,6 +85,8 @@ def test_redis_url_wins_over_host_and_port():
         ({"SMS_BACKEND": "vonage"}, "SMS_API_KEY is required but not set"),
         ({"SMS_FROM_NUMBER": "0612345678"}, "SMS_FROM_NUMBER must be an E.164 phone number"),
         ({"SECURE_SSL_REDIRECT": "maybe"}, "SECURE_SSL_REDIRECT must be true or false"),
+        ({"CRON_SESSIONS": "every day"}, "CRON_SESSIONS must be a cron expression such as '0 0 * * *', or off"),
+        ({"MESSAGE_RETENTION_POLICY": "shred"}, "MESSAGE_RETENTION_POLICY must be one of archive, delete, off"),
         ({"SUPWORKER_ENV": "production"}, "DJANGO_SECRET_KEY must be set to a random value"),
         (PRODUCTION | {"DJANGO_SECRET_KEY": "short"}, "DJANGO_SECRET_KEY must be set to a random value"),
         (PRODUCTION | {"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must list the host names"),
@@ -129,6 +131,7 @@ def test_production_settings_pass_check_deploy():
 def test_env_example_documents_every_setting_with_its_default():
     source = (ROOT / "supworker" / "config.py").read_text() + (ROOT / "supworker" / "env.py").read_text()
     read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', source)) - {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+    read |= {f"CRON_{name.upper()}" for name in CRON_DEFAULTS}  # built from the cron table
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
     mentioned = set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", example))

@@ -56,6 +56,11 @@ class Message(models.Model):
                 name="messages_media_pending_idx",
                 condition=Q(media_status__in=["queued", "processing", "failed"]),
             ),
+            # The orphaned-media scan asks "does any message point at this object?".
+            models.Index(fields=["media_url"], name="messages_media_url_idx", condition=Q(media_url__isnull=False)),
+            models.Index(
+                fields=["thumbnail_url"], name="messages_thumbnail_url_idx", condition=Q(thumbnail_url__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -73,6 +78,12 @@ class Story(models.Model):
     class Meta:
         db_table = "stories"
         verbose_name_plural = "stories"
+        indexes = [
+            models.Index(fields=["media_url"], name="stories_media_url_idx", condition=Q(media_url__isnull=False)),
+            models.Index(
+                fields=["thumbnail_url"], name="stories_thumbnail_url_idx", condition=Q(thumbnail_url__isnull=False)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"story {self.id}"

@@ -1,0 +1,176 @@
+"""What every cleanup shares: options, a lock per cleanup, time-boxed batches, a summary.
+
+A cleanup subclasses `Cleanup` and implements `work(run)`, calling `run.batch(...)` for each
+bounded step. The base class holds a PostgreSQL advisory lock for the whole run (a second run
+of the same cleanup finds it taken and does nothing; the lock dies with the session if the
+worker dies) and stops starting new batches when the time budget is spent, reporting that
+work remains so the caller can continue in a fresh job.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from supworker.handlers import PermanentError
+
+log = logging.getLogger("supworker.cleanup")
+_DURATION_RE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '24h', '30d', '2w' → timedelta."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 24h, 30d or 15m")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    batch_size: int | None = None
+    older_than: timedelta | None = None
+    time_budget_s: float | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any] | None) -> Options:
+        """Options from a cleanup job's `data`: {dryRun, batchSize, olderThan}; bad ones are permanent errors."""
+        data = data or {}
+        try:
+            batch_size = data.get("batchSize")
+            if batch_size is not None and (not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000):
+                raise ValueError("batchSize must be a whole number from 1 to 100000")
+            older_than = parse_duration(data["olderThan"]) if data.get("olderThan") else None
+        except (ValueError, TypeError) as exc:
+            raise PermanentError(f"invalid cleanup options: {exc}") from None
+        return cls(dry_run=bool(data.get("dryRun", False)), batch_size=batch_size, older_than=older_than)
+
+
+@dataclass
+class Run:
+    """One execution of a cleanup: its options, counters and the clock."""
+
+    name: str
+    options: Options
+    batch_size: int
+    deadline: float
+    progress: Callable[[Run], None] | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    slowest_batch_s: float = 0.0
+    more: bool = False  # stopped by the time budget with work left
+    details: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping in the record
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
+
+    def out_of_time(self) -> bool:
+        # At least one batch per run: a follow-up job must always make progress, or a
+        # too-small budget would hand work on forever.
+        return self.batches > 0 and time.monotonic() >= self.deadline
+
+    def repeat(self, step: Callable[[], dict[str, int]], key: str) -> None:
+        """Batches of `step` until one comes back short (done) or the budget is spent after a
+        full one (work remains: `more`)."""
+        while not self.more:
+            if self.batch(step)[key] < self.batch_size:
+                return
+            if self.out_of_time():
+                self.more = True
+
+    def batch(self, step: Callable[[], dict[str, int]]) -> dict[str, int]:
+        """Run one bounded step in its own transaction; returns (and adds up) its counts."""
+        started = time.monotonic()
+        with transaction.atomic():
+            counts = step()
+        self.batches += 1
+        self.slowest_batch_s = max(self.slowest_batch_s, time.monotonic() - started)
+        self.counts.update(counts)
+        if self.progress:
+            self.progress(self)
+        return counts
+
+
+class Cleanup:
+    name: ClassVar[str]
+    default_older_than: ClassVar[timedelta | None] = None
+
+    def work(self, run: Run) -> None:
+        raise NotImplementedError
+
+    def older_than(self, run: Run) -> timedelta:
+        return run.options.older_than or self.default_older_than or timedelta(0)
+
+    def __call__(self, options: Options, progress: Callable[[Run], None] | None = None) -> dict[str, Any]:
+        config = settings.CONFIG.cleanup
+        budget = options.time_budget_s if options.time_budget_s is not None else config.time_budget_s
+        run = Run(
+            name=self.name,
+            options=options,
+            batch_size=options.batch_size or config.batch_size,
+            deadline=time.monotonic() + budget,
+            progress=progress,
+        )
+        started = time.monotonic()
+        with advisory_lock(f"supworker.cleanup.{self.name}") as acquired:
+            if not acquired:
+                log.warning("cleanup %s is already running elsewhere; this run does nothing", self.name)
+                return {"cleanup": self.name, "skipped": "another run holds the lock"}
+            self.work(run)
+        summary = {
+            "cleanup": self.name,
+            "dry_run": run.dry_run,
+            "counts": dict(run.counts),
+            "batches": run.batches,
+            "slowest_batch_s": round(run.slowest_batch_s, 3),
+            "duration_s": round(time.monotonic() - started, 3),
+            "more": run.more,
+        } | ({"details": run.details} if run.details else {})
+        log.info("cleanup %s: %s", self.name, summary)
+        return summary
+
+
+@contextmanager
+def advisory_lock(name: str) -> Iterator[bool]:
+    """A session-level PostgreSQL advisory lock, tried without waiting; yields whether it was taken."""
+    key = zlib.crc32(name.encode())  # a stable 32-bit number for the name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def delete_batch(table: str, where: str, params: list[Any], limit: int) -> int:
+    """Delete up to `limit` rows matching `where`, skipping rows other transactions hold."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - table and where are our constants
+            f"(SELECT id FROM {table} WHERE {where} LIMIT %s FOR UPDATE SKIP LOCKED)",
+            [*params, limit],
+        )
+        return cursor.rowcount
+
+
+def count(table: str, where: str, params: list[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {where}", params)  # noqa: S608 - our constants
+        return cursor.fetchone()[0]

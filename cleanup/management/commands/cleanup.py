@@ -1,0 +1,68 @@
+"""manage.py cleanup <name> [--dry-run] [--batch-size N] [--older-than DURATION]"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from cleanup.base import Options, Run, parse_duration
+from cleanup.registry import CLEANUPS
+from supworker import records
+from supworker.envelope import Envelope
+from supworker.handlers import Outcome
+from supworker.models.job_records import JobStatus
+
+
+class Command(BaseCommand):
+    help = "Run one cleanup now, in this process, with a progress line and a summary."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", choices=sorted(CLEANUPS))
+        parser.add_argument("--dry-run", action="store_true", help="count what would change, change nothing")
+        parser.add_argument("--batch-size", type=int, help="rows per batch (one transaction each)")
+        parser.add_argument("--older-than", help="override the age limit: 90s, 15m, 24h, 30d, 2w")
+        parser.add_argument(
+            "--time-budget", type=float, default=None, help="stop starting batches after this many seconds"
+        )
+
+    def handle(self, *args, name: str, dry_run: bool, batch_size, older_than, time_budget, **options) -> None:
+        try:
+            age = parse_duration(older_than) if older_than else None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if batch_size is not None and not 1 <= batch_size <= 100_000:
+            raise CommandError("--batch-size must be from 1 to 100000")
+        # From a terminal there is no job timeout to respect: run until done unless told otherwise.
+        budget = time_budget if time_budget is not None else 24 * 3600
+        run_options = Options(dry_run=dry_run, batch_size=batch_size, older_than=age, time_budget_s=budget)
+
+        envelope = Envelope(job_id=f"cli:{name}:{timezone.now():%Y%m%dT%H%M%S}", job_type=f"cleanup.{name}", payload={})
+        started = timezone.now()
+        records.start([envelope], "manage.py", "")
+        summary = CLEANUPS[name](run_options, progress=self._progress)
+        sys.stderr.write("\n")
+        records.finish([Outcome.success(envelope, summary)], {envelope.job_id: JobStatus.SUCCEEDED}, started)
+        self._print_summary(summary)
+
+    def _progress(self, run: Run) -> None:
+        done = ", ".join(f"{key} {value:,}" for key, value in sorted(run.counts.items()))
+        spinner = "|/-\\"[int(time.monotonic() * 4) % 4]
+        sys.stderr.write(f"\r{spinner} {run.name}: batch {run.batches:,}: {done}\033[K")
+        sys.stderr.flush()
+
+    def _print_summary(self, summary: dict) -> None:
+        if "skipped" in summary:
+            self.stdout.write(self.style.WARNING(f"{summary['cleanup']}: skipped, {summary['skipped']}"))
+            return
+        mode = " (dry run: nothing changed)" if summary["dry_run"] else ""
+        self.stdout.write(self.style.SUCCESS(f"{summary['cleanup']}{mode}"))
+        for key, value in sorted(summary["counts"].items()):
+            self.stdout.write(f"  {key:<28} {value:>12,}")
+        self.stdout.write(
+            f"  {'batches':<28} {summary['batches']:>12,}\n"
+            f"  {'slowest batch':<28} {summary['slowest_batch_s']:>11.3f}s\n"
+            f"  {'duration':<28} {summary['duration_s']:>11.3f}s"
+        )

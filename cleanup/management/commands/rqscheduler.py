@@ -1,0 +1,21 @@
+"""django-rq's rqscheduler, which first registers supworker's cron table."""
+
+from __future__ import annotations
+
+import logging
+
+import django_rq
+from django_rq.management.commands.rqscheduler import Command as RQSchedulerCommand
+
+from cleanup.schedule import register
+
+log = logging.getLogger("supworker.cron")
+
+
+class Command(RQSchedulerCommand):
+    help = "Register the cron table, then run rq-scheduler (moves due jobs to their RQ queues)."
+
+    def handle(self, *args, **options) -> None:
+        report = register(django_rq.get_scheduler(options["queue"]))
+        log.info("cron table registered: %s", {kind: len(ids) for kind, ids in report.items()})
+        super().handle(*args, **options)

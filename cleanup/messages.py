@@ -1,0 +1,69 @@
+"""Messages older than MESSAGE_RETENTION_DAYS (365), by MESSAGE_RETENTION_POLICY:
+archive (gzipped JSON lines written to storage under archive/, then deleted), delete, or off.
+Their media goes with them.
+
+Each batch is the oldest rows in (created_at, id) order, so a batch interrupted after its
+archive was written is the same batch next time and overwrites the same archive object.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from cleanup import storage
+from cleanup.base import Cleanup, Run, count
+
+OLD = "created_at < %s"
+COLUMNS = ("id", "sender_id", "chat_id", "content", "media_url", "thumbnail_url", "media_metadata",
+           "created_at", "updated_at", "deleted_at")  # fmt: skip
+
+
+def archive_key(rows: list[dict]) -> str:
+    first, last = rows[0], rows[-1]
+    return f"archive/messages/{first['created_at']:%Y/%m/%d}/{first['id']}_{last['id']}.jsonl.gz"
+
+
+class Messages(Cleanup):
+    name = "messages"
+
+    @property
+    def default_older_than(self) -> timedelta:
+        return timedelta(days=settings.CONFIG.cleanup.message_retention_days)
+
+    def work(self, run: Run) -> None:
+        policy = settings.CONFIG.cleanup.message_policy
+        run.counts[f"policy_{policy}"] = 1
+        if policy == "off":
+            return
+        cutoff = timezone.now() - self.older_than(run)
+        if run.dry_run:
+            run.counts["messages_to_remove"] = count("messages", OLD, [cutoff])
+            return
+        run.repeat(lambda: self._remove(cutoff, run.batch_size, policy == "archive"), "messages_removed")
+
+    def _remove(self, cutoff, limit: int, archive: bool) -> dict[str, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM messages WHERE {OLD} "  # noqa: S608 - constants
+                "ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [cutoff, limit],
+            )
+            rows = [dict(zip(COLUMNS, row, strict=True)) for row in cursor.fetchall()]
+            if not rows:
+                return {"messages_removed": 0}
+            counts = {}
+            if archive:
+                lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
+                storage.write(archive_key(rows), gzip.compress(lines))
+                counts["archives_written"] = 1
+            counts["media_files_deleted"] = storage.delete(
+                storage.key_of(row[column]) for row in rows for column in ("media_url", "thumbnail_url")
+            )
+            cursor.execute("DELETE FROM messages WHERE id = ANY(%s)", [[row["id"] for row in rows]])
+        return counts | {"messages_removed": len(rows)}

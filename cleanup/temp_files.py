@@ -1,0 +1,75 @@
+"""temporary_files rows older than TEMP_FILE_TTL_HOURS (24): the file goes, then the row. Files
+that crashed jobs left in TEMP_DIR are swept too.
+
+A row's file_path may be a storage key or a local path; a local path is deleted only inside
+TEMP_DIR or MEDIA_ROOT, whatever a row says.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from cleanup import storage
+from cleanup.base import Cleanup, Run, count
+
+OLD = "created_at < %s"
+
+
+def _inside(path: Path, *roots: Path) -> bool:
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(root.resolve()) and resolved != root.resolve() for root in roots)
+
+
+def remove_path(file_path: str) -> bool:
+    """Delete the file a row names; True if something was deleted."""
+    path = Path(file_path)
+    if path.is_absolute():
+        if not _inside(path, settings.CONFIG.temp_dir, Path(settings.MEDIA_ROOT)) or not path.exists():
+            return False
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return True
+    key = storage.key_of(file_path)
+    return bool(key) and storage.delete([key]) > 0
+
+
+class TempFiles(Cleanup):
+    name = "temp_files"
+
+    @property
+    def default_older_than(self) -> timedelta:
+        return timedelta(hours=settings.CONFIG.cleanup.temp_file_ttl_hours)
+
+    def work(self, run: Run) -> None:
+        cutoff = timezone.now() - self.older_than(run)
+        if run.dry_run:
+            run.counts["rows_to_remove"] = count("temporary_files", OLD, [cutoff])
+            run.counts["leftovers_to_sweep"] = len(self._leftovers(cutoff))
+            return
+        run.repeat(lambda: self._remove(cutoff, run.batch_size), "rows_removed")
+        for leftover in self._leftovers(cutoff):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            run.counts["leftovers_swept"] += 1
+
+    def _remove(self, cutoff, limit: int) -> dict[str, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, file_path FROM temporary_files WHERE {OLD} LIMIT %s FOR UPDATE SKIP LOCKED",  # noqa: S608
+                [cutoff, limit],
+            )
+            rows = cursor.fetchall()
+            files = sum(remove_path(path) for _, path in rows)
+            cursor.execute("DELETE FROM temporary_files WHERE id = ANY(%s)", [[row[0] for row in rows]])
+        return {"rows_removed": len(rows), "files_removed": files}
+
+    def _leftovers(self, cutoff) -> list[Path]:
+        """Entries of TEMP_DIR (per-job directories) untouched since the cutoff."""
+        temp_dir = settings.CONFIG.temp_dir
+        if not temp_dir.is_dir():
+            return []
+        return [p for p in temp_dir.iterdir() if p.stat().st_mtime < cutoff.timestamp()]

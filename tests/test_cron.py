@@ -1,0 +1,165 @@
+"""The cron table in rq-scheduler, cleanups as RQ jobs, and `manage.py cleanup`."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import django_rq
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rq import Queue, SimpleWorker
+
+from cleanup.models import HealthCheckResult
+from cleanup.schedule import ID_PREFIX, register, registered
+from supworker.enqueue import Submission, enqueue
+from supworker.envelope import Envelope
+from supworker.models import JobRun, UserSession
+from tests.helpers import run_manage, start_manage, stop, wait_for
+from tests.ingest_fixtures import subprocess_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def with_cron(settings, **changes: str) -> None:
+    cleanup = settings.CONFIG.cleanup
+    settings.CONFIG = dataclasses.replace(
+        settings.CONFIG, cleanup=dataclasses.replace(cleanup, cron=cleanup.cron | changes)
+    )
+
+
+def test_registering_the_table_twice_leaves_one_entry_per_job(redis_conn):
+    scheduler = django_rq.get_scheduler("cleanup")
+    first = register(scheduler)
+    second = register(scheduler)
+    assert len(first["added"]) == 10 and second == {
+        "added": [],
+        "changed": [],
+        "unchanged": second["unchanged"],
+        "removed": [],
+    }
+    assert len(second["unchanged"]) == 10
+    ours = [job for job in scheduler.get_jobs() if job.id.startswith(ID_PREFIX)]
+    assert sorted(job.id for job in ours) == sorted(ID_PREFIX + name for name in (
+        "stories", "sessions", "messages", "temp_files", "maintenance", "prekeys",
+        "statistics", "websockets", "health", "orphaned_media",
+    ))  # fmt: skip
+    times = {job.id.removeprefix(ID_PREFIX): when for job, when in registered(scheduler).values()}
+    assert times["sessions"].hour == 0 and times["messages"].hour == 1 and times["maintenance"].hour == 3
+    assert times["orphaned_media"].weekday() == 6, "weekly, on Sunday"
+
+
+def test_a_changed_schedule_replaces_its_entry_and_an_entry_turned_off_is_unscheduled(redis_conn, settings):
+    scheduler = django_rq.get_scheduler("cleanup")
+    register(scheduler)
+    with_cron(settings, sessions="30 2 * * *", health="off")
+    report = register(scheduler)
+    assert report["changed"] == [ID_PREFIX + "sessions"] and report["removed"] == [ID_PREFIX + "health"]
+    entries = registered(scheduler)
+    assert ID_PREFIX + "health" not in entries and len(entries) == 9
+    job, when = entries[ID_PREFIX + "sessions"]
+    assert job.meta["cron_string"] == "30 2 * * *" and (when.hour, when.minute) == (2, 30)
+
+
+@pytest.mark.slow
+def test_a_started_scheduler_enqueues_a_due_cron_job_that_a_worker_runs(redis_conn, tmp_path):
+    scheduler = django_rq.get_scheduler("cleanup")
+    register(scheduler)
+    job, _ = registered(scheduler)[ID_PREFIX + "health"]
+    scheduler.change_execution_time(job, datetime.now(UTC) - timedelta(seconds=1))  # due now
+
+    env = subprocess_env({})
+    processes = [
+        start_manage("rqscheduler", "--queue", "cleanup", "--interval", "1", log_path=tmp_path / "sched.log", env=env),
+        start_manage("rqworker", "cleanup", log_path=tmp_path / "worker.log", env=env),
+    ]
+    try:
+        run = wait_for(
+            lambda: JobRun.objects.filter(job_id__startswith="cron:health:", status="succeeded").first(),
+            60,
+            "the health check to run from the cron table",
+        )
+    finally:
+        codes = [stop(p) for p in processes]
+    assert run.job_type == "cleanup.health" and run.result["counts"]["postgresql_ok"] == 1
+    assert HealthCheckResult.objects.filter(healthy=True).exists()
+    _, next_run = registered(scheduler)[ID_PREFIX + "health"]
+    assert next_run > datetime.now(UTC), "the entry is scheduled again for its next tick"
+    assert codes == [0, 0]
+
+
+def submit_cleanup(redis_conn, name: str, data: dict | None = None, job_id: str | None = None) -> str:
+    job_id = job_id or f"cleanup-{uuid.uuid4().hex[:8]}"
+    payload = {"type": name} | ({"data": data} if data is not None else {})
+    envelope = Envelope(job_id=job_id, job_type=f"cleanup.{name}", payload=payload)
+    enqueue(redis_conn, [Submission(envelope, f"id:{job_id}", 600)], {job_id: "cleanup"})
+    return job_id
+
+
+def work(redis_conn) -> None:
+    SimpleWorker([Queue("cleanup", connection=redis_conn)], connection=redis_conn).work(burst=True)
+
+
+def test_a_cleanup_job_records_its_counts_and_duration(redis_conn):
+    old = timezone.now() - timedelta(days=31)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(5)])
+    job_id = submit_cleanup(redis_conn, "sessions", {"batchSize": 2})
+    work(redis_conn)
+    run = JobRun.objects.get(job_id=job_id)
+    assert run.status == "succeeded" and run.result["counts"] == {"sessions_removed": 5}
+    # 2 + 2 + 1 rows by last_active_at, then one (empty) batch for sessions never active.
+    assert run.result["batches"] == 4 and run.result["duration_s"] >= 0 and run.duration_ms is not None
+
+
+def test_bad_cleanup_options_fail_at_once_with_the_reason(redis_conn):
+    job_id = submit_cleanup(redis_conn, "sessions", {"olderThan": "a while"})
+    work(redis_conn)
+    run = JobRun.objects.get(job_id=job_id)
+    assert run.status == "failed" and run.attempts == 1
+    assert "invalid cleanup options: 'a while' is not a duration such as 24h, 30d or 15m" in run.error
+
+
+def test_a_cleanup_out_of_time_continues_in_a_follow_up_job(redis_conn, settings):
+    old = timezone.now() - timedelta(days=31)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(4)])
+    settings.CONFIG = dataclasses.replace(
+        settings.CONFIG, cleanup=dataclasses.replace(settings.CONFIG.cleanup, time_budget_s=0)
+    )
+    submit_cleanup(redis_conn, "sessions", {"batchSize": 1}, job_id="sessions-big")
+    work(redis_conn)  # each job does one batch, then hands over to the next
+    parts = JobRun.objects.filter(job_id__startswith="sessions-big").order_by("enqueued_at")
+    assert UserSession.objects.count() == 0
+    assert [p.job_id for p in parts][:3] == ["sessions-big", "sessions-big:part2", "sessions-big:part3"]
+    assert sum(p.result["counts"].get("sessions_removed", 0) for p in parts) == 4
+    assert parts.last().result["more"] is False
+
+
+def test_manage_py_cleanup_prints_a_summary_and_records_the_run(redis_conn):
+    old = timezone.now() - timedelta(days=31)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(3)])
+    env = subprocess_env({})
+    dry = run_manage("cleanup", "sessions", "--dry-run", env=env)
+    assert dry.returncode == 0 and "dry run: nothing changed" in dry.stdout and "sessions_to_remove" in dry.stdout
+    assert UserSession.objects.count() == 3
+    real = run_manage("cleanup", "sessions", "--batch-size", "2", "--older-than", "30d", env=env)
+    assert real.returncode == 0 and "sessions_removed" in real.stdout and "batch 2" in real.stderr
+    assert UserSession.objects.count() == 0
+    record = JobRun.objects.filter(job_id__startswith="cli:sessions:").latest("enqueued_at")
+    assert record.status == "succeeded" and record.result["counts"] == {"sessions_removed": 3}
+    bad = run_manage("cleanup", "sessions", "--older-than", "soon", env=env)
+    assert bad.returncode == 1 and "'soon' is not a duration" in bad.stderr
+
+
+def test_the_admin_shows_the_cron_table_with_next_runs(client, redis_conn):
+    register(django_rq.get_scheduler("cleanup"))
+    client.force_login(get_user_model().objects.create_superuser("operator", password="a-long-password"))
+    page = client.get("/admin/cleanup/crontable/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    for name in ("stories", "sessions", "orphaned_media"):
+        assert f"<td>{name}</td>" in text
+    assert "<code>0 5 * * 0</code>" in text and "start rqscheduler" not in text
+    client.logout()
+    assert client.get("/admin/cleanup/crontable/").status_code == 302
