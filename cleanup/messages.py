@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup import storage
-from cleanup.base import Cleanup, Run, count
+from cleanup.base import Cleanup, Run, after_clause, count
 
 OLD = "created_at < %s"
 COLUMNS = ("id", "sender_id", "chat_id", "content", "media_url", "thumbnail_url", "media_metadata",
@@ -45,18 +45,19 @@ class Messages(Cleanup):
         if run.dry_run:
             run.counts["messages_to_remove"] = count("messages", OLD, [cutoff])
             return
-        run.repeat(lambda: self._remove(cutoff, run.batch_size, policy == "archive"), "messages_removed")
+        run.walk(lambda after: self._remove(cutoff, run.batch_size, policy == "archive", after), "messages_removed")
 
-    def _remove(self, cutoff, limit: int, archive: bool) -> dict[str, int]:
+    def _remove(self, cutoff, limit: int, archive: bool, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+        resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM messages WHERE {OLD} "  # noqa: S608 - constants
+                f"SELECT {', '.join(COLUMNS)} FROM messages WHERE {OLD}{resume} "  # noqa: S608 - constants
                 "ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                [cutoff, limit],
+                [cutoff, *resume_params, limit],
             )
             rows = [dict(zip(COLUMNS, row, strict=True)) for row in cursor.fetchall()]
             if not rows:
-                return {"messages_removed": 0}
+                return {"messages_removed": 0}, None
             counts = {}
             if archive:
                 lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
@@ -66,4 +67,4 @@ class Messages(Cleanup):
                 storage.key_of(row[column]) for row in rows for column in ("media_url", "thumbnail_url")
             )
             cursor.execute("DELETE FROM messages WHERE id = ANY(%s)", [[row["id"] for row in rows]])
-        return counts | {"messages_removed": len(rows)}
+        return counts | {"messages_removed": len(rows)}, (rows[-1]["created_at"], rows[-1]["id"])

@@ -17,10 +17,11 @@ class WebsocketConnection(models.Model):
     session_id = models.UUIDField(null=True, blank=True, db_index=True, help_text="user_sessions.id")
     server_id = models.CharField(max_length=128, help_text="the gateway process holding the socket")
     connected_at = created_at()
-    last_heartbeat_at = models.DateTimeField(db_default=Now(), db_index=True)
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         db_table = "websocket_connections"
+        indexes = [models.Index(fields=["last_heartbeat_at", "id"], name="websockets_heartbeat_id_idx")]
 
     def __str__(self) -> str:
         return f"{self.user_id} on {self.server_id}"

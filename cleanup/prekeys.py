@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from cleanup.base import Cleanup, Run, count, delete_batch
+from cleanup.base import Cleanup, Run, count
 from supworker.enqueue import Submission, enqueue, redis_connection
 from supworker.envelope import Envelope
 from supworker.policy import POLICIES
@@ -57,9 +57,7 @@ class Prekeys(Cleanup):
             run.counts["used_prekeys_to_remove"] = count("user_prekeys", USED, [cutoff])
             run.counts["users_low_on_prekeys"] = len(low)
             return
-        run.repeat(
-            lambda: {"prekeys_removed": delete_batch("user_prekeys", USED, [cutoff], run.batch_size)}, "prekeys_removed"
-        )
+        run.delete_all("user_prekeys", USED, [cutoff], "used_at, id", "prekeys_removed")
         day = timezone.now().strftime("%Y-%m-%d")
         requests = [refill_request(user_id, unused, day) for user_id, unused in low]
         queue = POLICIES["notification.push"].queue_for(None)

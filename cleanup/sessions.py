@@ -7,12 +7,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from cleanup.base import Cleanup, Run, count, delete_batch
+from cleanup.base import Cleanup, Run, count
 
-# Two conditions, each served by its own index, rather than one OR that uses neither.
+# Two conditions, each with its own (column, id) index, rather than one OR that uses neither.
 INACTIVE = [
-    "last_active_at < %s",
-    "last_active_at IS NULL AND created_at < %s",
+    ("last_active_at < %s", "last_active_at, id"),
+    ("last_active_at IS NULL AND created_at < %s", "created_at, id"),
 ]
 
 
@@ -25,11 +25,8 @@ class Sessions(Cleanup):
 
     def work(self, run: Run) -> None:
         cutoff = timezone.now() - self.older_than(run)
-        for where in INACTIVE:
+        for where, order in INACTIVE:
             if run.dry_run:
                 run.counts["sessions_to_remove"] += count("user_sessions", where, [cutoff])
-                continue
-            run.repeat(
-                lambda w=where: {"sessions_removed": delete_batch("user_sessions", w, [cutoff], run.batch_size)},
-                "sessions_removed",
-            )
+            else:
+                run.delete_all("user_sessions", where, [cutoff], order, "sessions_removed")

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup import storage
-from cleanup.base import Cleanup, Run, count, delete_batch
+from cleanup.base import Cleanup, Run, after_clause, count
 
 EXPIRED = "deleted_at IS NULL AND created_at < %s"
 
@@ -30,25 +30,24 @@ class Stories(Cleanup):
             run.counts["stories_to_expire"] = count("stories", EXPIRED, [cutoff])
             run.counts["stories_to_purge"] = count("stories", "deleted_at < %s", [purge_before])
             return
-        run.repeat(lambda: self._expire(cutoff, now, run.batch_size), "stories_expired")
-        run.repeat(
-            lambda: {"stories_purged": delete_batch("stories", "deleted_at < %s", [purge_before], run.batch_size)},
-            "stories_purged",
-        )
+        run.walk(lambda after: self._expire(cutoff, now, run.batch_size, after), "stories_expired")
+        run.delete_all("stories", "deleted_at < %s", [purge_before], "deleted_at, id", "stories_purged")
 
-    def _expire(self, cutoff, now, limit: int) -> dict[str, int]:
+    def _expire(self, cutoff, now, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+        resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, media_url, thumbnail_url FROM stories WHERE {EXPIRED} "  # noqa: S608 - constant
-                "ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                [cutoff, limit],
+                f"SELECT id, media_url, thumbnail_url, created_at FROM stories WHERE {EXPIRED}{resume} "  # noqa: S608
+                "ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [cutoff, *resume_params, limit],
             )
             rows = cursor.fetchall()
             # Files first, then the rows: a crash in between leaves rows a rerun expires again,
             # never files nothing points to.
-            files = storage.delete(storage.key_of(url) for _, *urls in rows for url in urls)
+            files = storage.delete(storage.key_of(url) for _, *urls, _ in rows for url in urls)
             cursor.execute(
                 "UPDATE stories SET deleted_at = %s, media_url = NULL, thumbnail_url = NULL WHERE id = ANY(%s)",
                 [now, [row[0] for row in rows]],
             )
-        return {"stories_expired": len(rows), "story_files_deleted": files}
+        last = (rows[-1][3], rows[-1][0]) if rows else None
+        return {"stories_expired": len(rows), "story_files_deleted": files}, last

@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup import storage
-from cleanup.base import Cleanup, Run, count
+from cleanup.base import Cleanup, Run, after_clause, count
 
 OLD = "created_at < %s"
 
@@ -51,21 +51,24 @@ class TempFiles(Cleanup):
             run.counts["rows_to_remove"] = count("temporary_files", OLD, [cutoff])
             run.counts["leftovers_to_sweep"] = len(self._leftovers(cutoff))
             return
-        run.repeat(lambda: self._remove(cutoff, run.batch_size), "rows_removed")
+        run.walk(lambda after: self._remove(cutoff, run.batch_size, after), "rows_removed")
         for leftover in self._leftovers(cutoff):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
             run.counts["leftovers_swept"] += 1
 
-    def _remove(self, cutoff, limit: int) -> dict[str, int]:
+    def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+        resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, file_path FROM temporary_files WHERE {OLD} LIMIT %s FOR UPDATE SKIP LOCKED",  # noqa: S608
-                [cutoff, limit],
+                f"SELECT id, file_path, created_at FROM temporary_files WHERE {OLD}{resume} "  # noqa: S608
+                "ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [cutoff, *resume_params, limit],
             )
             rows = cursor.fetchall()
-            files = sum(remove_path(path) for _, path in rows)
+            files = sum(remove_path(path) for _, path, _ in rows)
             cursor.execute("DELETE FROM temporary_files WHERE id = ANY(%s)", [[row[0] for row in rows]])
-        return {"rows_removed": len(rows), "files_removed": files}
+        last = (rows[-1][2], rows[-1][0]) if rows else None
+        return {"rows_removed": len(rows), "files_removed": files}, last
 
     def _leftovers(self, cutoff) -> list[Path]:
         """Entries of TEMP_DIR (per-job directories) untouched since the cutoff."""

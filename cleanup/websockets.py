@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from cleanup.base import Cleanup, Run, count
+from cleanup.base import Cleanup, Run, after_clause, count
 
 STALE = "last_heartbeat_at < %s"
 
@@ -26,20 +26,23 @@ class Websockets(Cleanup):
         if run.dry_run:
             run.counts["connections_to_remove"] = count("websocket_connections", STALE, [cutoff])
             return
-        run.repeat(lambda: self._remove(cutoff, run.batch_size), "connections_removed")
+        run.walk(lambda after: self._remove(cutoff, run.batch_size, after), "connections_removed")
 
-    def _remove(self, cutoff, limit: int) -> dict[str, int]:
+    def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+        resume, resume_params = after_clause("last_heartbeat_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"DELETE FROM websocket_connections WHERE id IN (SELECT id FROM websocket_connections "  # noqa: S608
-                f"WHERE {STALE} LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING session_id",
-                [cutoff, limit],
+                f"WHERE {STALE}{resume} ORDER BY last_heartbeat_at, id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "RETURNING session_id, last_heartbeat_at, id",
+                [cutoff, *resume_params, limit],
             )
             rows = cursor.fetchall()
-            sessions = list({session for (session,) in rows if session})
+            sessions = list({session for session, _, _ in rows if session})
+            last = max((heartbeat, row_id) for _, heartbeat, row_id in rows) if rows else None
             cursor.execute(
                 "UPDATE user_sessions s SET is_active = false WHERE s.id = ANY(%s) AND s.is_active "
                 "AND NOT EXISTS (SELECT 1 FROM websocket_connections w WHERE w.session_id = s.id)",
                 [sessions],
             )
-            return {"connections_removed": len(rows), "sessions_marked_inactive": cursor.rowcount}
+            return {"connections_removed": len(rows), "sessions_marked_inactive": cursor.rowcount}, last
