@@ -44,6 +44,7 @@ run: admin
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -c $(CONCURRENCY)
 
 bench: migrate
+	@scripts/ensure_bench_tools.sh
 	$(BIN)/python -m bench
 
 lint: venv

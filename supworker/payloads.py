@@ -140,7 +140,8 @@ class ParsedJob:
     retries_done: int
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(error: ValidationError) -> str:
+    """Every problem pydantic found, as `field: what is wrong; …`."""
     problems = []
     for item in error.errors(include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "message"
@@ -162,7 +163,7 @@ def parse_message(domain: str, body: bytes, routing_key: str = "", max_bytes: in
     try:
         job = SCHEMAS[domain].model_validate(data)
     except ValidationError as exc:
-        raise InvalidMessage(f"invalid {domain} job: {_describe(exc)}") from None
+        raise InvalidMessage(f"invalid {domain} job: {describe_errors(exc)}") from None
 
     kind = getattr(job, "type", "email")
     key_parts = routing_key.split(".")

@@ -1,0 +1,78 @@
+"""Media limits and output sizes, read from settings.CONFIG (MEDIA_* variables in .env.example).
+
+Read at call time, not import time, so tests and operators can change them without a restart
+of the import machinery.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from supworker.handlers import PermanentError
+
+# What we accept, named as the ffprobe `format_name` of each demuxer. Everything else is
+# refused before any decoding, and ffmpeg is never allowed to open another demuxer.
+VIDEO_CONTAINERS = ("mov", "matroska", "avi", "mpegts")
+AUDIO_CONTAINERS = ("ogg", "matroska", "mov", "wav", "mp3", "flac", "aac", "amr")
+MAX_VIDEO_LONG_EDGE = 4096  # "4K": 4096x2160 (DCI) and 3840x2160 (UHD), either way round
+MAX_VIDEO_SHORT_EDGE = 2160
+MAX_VIDEO_FPS = 120
+TIMEOUT_MARGIN_SECONDS = 5  # we stop ffmpeg ourselves before RQ kills the work horse
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    image_max_bytes: int
+    image_max_pixels: int
+    image_max_edge: int
+    thumbnail_max_edge: int
+    video_max_bytes: int
+    video_max_seconds: int
+    video_max_edge: int
+    video_passthrough_max_bitrate: int
+    audio_max_bytes: int
+    audio_max_seconds: int
+
+    @classmethod
+    def from_settings(cls) -> MediaLimits:
+        config = settings.CONFIG
+        return cls(
+            image_max_bytes=config.media_image_max_bytes,
+            image_max_pixels=config.media_image_max_pixels,
+            image_max_edge=config.media_image_max_edge,
+            thumbnail_max_edge=config.media_thumbnail_max_edge,
+            video_max_bytes=config.media_video_max_bytes,
+            video_max_seconds=config.media_video_max_seconds,
+            video_max_edge=config.media_video_max_edge,
+            video_passthrough_max_bitrate=config.media_video_passthrough_max_bitrate,
+            audio_max_bytes=config.media_audio_max_bytes,
+            audio_max_seconds=config.media_audio_max_seconds,
+        )
+
+
+class Deadline:
+    """The time a job has left; every ffmpeg run gets what remains, so none outlives the job."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+
+    @classmethod
+    def for_job(cls, job_timeout: float) -> Deadline:
+        return cls(max(job_timeout - TIMEOUT_MARGIN_SECONDS, 1))
+
+    def remaining(self) -> float:
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise PermanentError(f"processing took longer than the {self.seconds:.0f} s limit")
+        return left
+
+
+def check_size(kind: str, size: int, limit: int) -> None:
+    if size == 0:
+        raise PermanentError(f"the {kind} file is empty")
+    if size > limit:
+        raise PermanentError(f"the {kind} file is {size:,} bytes, more than the {limit:,}-byte limit")

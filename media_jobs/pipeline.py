@@ -1,0 +1,119 @@
+"""One media job from start to end, the same for every kind of media.
+
+    payload → message marked processing → limits checked from the store's size → source
+    fetched into a per-job temporary directory → processor (images / video / audio) → outputs
+    stored under media/<messageId>/processed/ → message ready → media.processed event.
+
+A PermanentError (bad file, missing message, limits) marks the message failed, publishes
+media.failed and is re-raised so the runner dead-letters the job without retrying. Any other
+error is re-raised for the runner to retry; the message goes back to "queued" with the error,
+and only when this was the last try is it marked failed and media.failed published.
+The temporary directory is removed on success, failure and timeout alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from pydantic import ValidationError
+
+from media_jobs import results, storage
+from media_jobs.limits import Deadline, MediaLimits, check_size
+from media_jobs.outputs import Processed
+from supworker.envelope import Envelope
+from supworker.handlers import PermanentError
+from supworker.payloads import MediaJob, describe_errors
+from supworker.policy import POLICIES
+
+log = logging.getLogger("media_jobs")
+
+Processor = Callable[[Path, Path, MediaLimits, Deadline], Processed]
+
+
+@contextmanager
+def job_directory(job_id: str) -> Iterator[Path]:
+    """A private scratch directory for one job, always removed when the job ends."""
+    parent = Path(settings.CONFIG.temp_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    safe_id = "".join(c if c.isalnum() or c in "-_" else "_" for c in job_id)[:64]
+    path = Path(tempfile.mkdtemp(prefix=f"media-{safe_id}-", dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def size_limit(kind: str, limits: MediaLimits) -> int:
+    return {"image": limits.image_max_bytes, "video": limits.video_max_bytes, "audio": limits.audio_max_bytes}[kind]
+
+
+def run(envelope: Envelope, processor: Processor) -> dict[str, Any]:
+    payload = envelope.payload
+    try:
+        job = MediaJob.model_validate(payload)
+    except ValidationError as exc:
+        error = PermanentError(f"invalid media payload: {describe_errors(exc)}")
+        message_id = _uuid_or_none(payload.get("messageId"))
+        if message_id:
+            _fail(envelope, message_id, payload, str(error))
+        raise error from None
+    try:
+        result = _process(envelope, job, processor)
+    except PermanentError as exc:
+        _fail(envelope, job.messageId, payload, str(exc))
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if envelope.attempt >= settings.CONFIG.max_retries:
+            _fail(envelope, job.messageId, payload, reason)
+        else:
+            results.mark_retrying(job.messageId, reason)
+        raise
+    return result
+
+
+def _process(envelope: Envelope, job: MediaJob, processor: Processor) -> dict[str, Any]:
+    limits = MediaLimits.from_settings()
+    deadline = Deadline.for_job(POLICIES[envelope.job_type].timeout)
+    results.mark_processing(job.messageId)
+    check_size(job.type, storage.source_size(job.s3Key), size_limit(job.type, limits))
+    with job_directory(envelope.job_id) as workdir:
+        source = storage.fetch(job.s3Key, workdir)
+        check_size(job.type, source.stat().st_size, size_limit(job.type, limits))
+        processed = processor(source, workdir, limits, deadline)
+        keys: dict[str, str] = {}
+        for output in processed.outputs:
+            stored = storage.save(storage.output_key(job.messageId, output.name), output.path, output.content_type)
+            keys[output.role] = stored.key
+    media_key, thumbnail_key = keys["media"], keys.get("thumbnail")
+    metadata = processed.metadata
+    results.mark_ready(job.messageId, media_key, thumbnail_key, metadata)
+    results.publish(
+        results.PROCESSED,
+        results.processed_event(envelope.job_id, envelope.payload, media_key, thumbnail_key, metadata),
+    )
+    log.info("media %s of message %s ready: %s", job.type, job.messageId, media_key)
+    return {"messageId": str(job.messageId), "mediaUrl": media_key, "thumbnailUrl": thumbnail_key}
+
+
+def _fail(envelope: Envelope, message_id: UUID, payload: dict[str, Any], reason: str) -> None:
+    results.mark_failed(message_id, reason)
+    try:
+        results.publish(results.FAILED, results.failed_event(envelope.job_id, payload, reason))
+    except Exception:  # the failure itself is recorded; a lost event must not hide it
+        log.exception("could not publish media.failed for message %s", message_id)
+
+
+def _uuid_or_none(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
