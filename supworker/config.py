@@ -62,6 +62,7 @@ class Config:
     allowed_hosts: list[str]
     csrf_trusted_origins: list[str]
     secure_ssl_redirect: bool
+    shutdown_token: str
     database_url: str
     db_conn_max_age: int
     redis_url: str
@@ -115,6 +116,14 @@ class Config:
     media_video_passthrough_max_bitrate: int
     media_audio_max_bytes: int
     media_audio_max_seconds: int
+    # Notifications (notifications/): FCM endpoint and credentials, push TTL, channel rate limits.
+    fcm_endpoint: str
+    fcm_access_token: str
+    fcm_project_id: str
+    fcm_timeout_s: int
+    fcm_ttl_s: int
+    email_rate_per_second: int
+    sms_rate_per_second: int
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -151,6 +160,14 @@ def _cron(env: EnvReader, name: str, default: str) -> str:
         env.fail(variable, f"must be a cron expression such as '{default}', or off; got {value!r}")
         return default
     return value
+
+
+def _shutdown_token(env: EnvReader) -> str:
+    token = env.str("SHUTDOWN_TOKEN")
+    if token and len(token) < 32:
+        env.fail("SHUTDOWN_TOKEN", "must be at least 32 characters (or unset: then only staff may shut down)")
+        return ""
+    return token
 
 
 def _cleanup_config(env: EnvReader) -> CleanupConfig:
@@ -220,6 +237,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         allowed_hosts=allowed_hosts,
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", []),
         secure_ssl_redirect=env.bool("SECURE_SSL_REDIRECT", production),
+        shutdown_token=_shutdown_token(env),
         database_url=env.url(
             "DATABASE_URL",
             schemes=("postgres", "postgresql"),
@@ -278,6 +296,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         media_video_passthrough_max_bitrate=env.int("MEDIA_VIDEO_PASSTHROUGH_MAX_BITRATE", 5_000_000, 0, 1_000_000_000),
         media_audio_max_bytes=env.int("MEDIA_AUDIO_MAX_BYTES", 50 * 1024 * 1024, 1024, 16 * 1024**3),
         media_audio_max_seconds=env.int("MEDIA_AUDIO_MAX_SECONDS", 900, 1, 86400),
+        fcm_endpoint=env.url("FCM_ENDPOINT", schemes=("http", "https"), default="https://fcm.googleapis.com"),
+        fcm_access_token=env.str("FCM_ACCESS_TOKEN"),
+        fcm_project_id=env.str("FCM_PROJECT_ID"),
+        fcm_timeout_s=env.int("FCM_TIMEOUT_SECONDS", 10, 1, 120),
+        fcm_ttl_s=env.int("FCM_TTL_SECONDS", 86400, 0, 28 * 86400),
+        email_rate_per_second=env.int("EMAIL_RATE_PER_SECOND", 50, 0, 100_000),
+        sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
     )
     if env.problems:
         raise ConfigError(env.problems)

@@ -26,7 +26,7 @@ from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError, handler_for
 from supworker.models.job_records import JobStatus
 from supworker.policy import retry_delay
-from supworker.stats import count_outcomes
+from supworker.stats import count_outcomes, observe_duration
 
 log = logging.getLogger("supworker.runner")
 
@@ -73,9 +73,11 @@ def run_batch(items: list[dict]) -> dict[str, int]:
     for outcome in outcomes:
         kind = "succeeded" if outcome.ok else statuses[outcome.job_id]
         by_type[by_id[outcome.job_id].job_type][kind.replace("retrying", "retried")] += 1
+    per_item = (timezone.now() - started).total_seconds() / max(len(outcomes), 1)
     with job.connection.pipeline(transaction=False) as pipe:
         for job_type, counts in by_type.items():
             count_outcomes(pipe, job_type, **counts)
+            observe_duration(pipe, job_type, per_item, items=sum(counts.values()))
         pipe.execute()
     return summary
 

@@ -8,6 +8,8 @@ from redis.client import Pipeline
 JOB_STATS_KEY = "supworker:stats:jobs"
 CONSUMERS_KEY = "supworker:consumers"  # set of consumer names
 CONSUMER_KEY = "supworker:consumer:"  # + name: a hash of the LMS worker's statistics
+DURATION_KEY = "supworker:stats:durations"  # "<type>|le=<bucket>", "<type>|sum": a histogram
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 def count_outcomes(connection: Redis | Pipeline, job_type: str, **counts: int) -> None:
@@ -19,3 +21,12 @@ def count_outcomes(connection: Redis | Pipeline, job_type: str, **counts: int) -
 
 def job_counts(connection: Redis) -> dict[str, int]:
     return {key.decode(): int(value) for key, value in connection.hgetall(JOB_STATS_KEY).items()}
+
+
+def observe_duration(connection: Redis | Pipeline, job_type: str, seconds: float, items: int = 1) -> None:
+    """Count `items` items of `job_type` that took `seconds` each into the histogram."""
+    for bucket in DURATION_BUCKETS:
+        if seconds <= bucket:
+            connection.hincrby(DURATION_KEY, f"{job_type}|le={bucket}", items)
+    connection.hincrby(DURATION_KEY, f"{job_type}|le=+Inf", items)
+    connection.hincrbyfloat(DURATION_KEY, f"{job_type}|sum", seconds * items)

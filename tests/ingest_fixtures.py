@@ -7,6 +7,8 @@ other's messages (or a benchmark's) on the shared broker; they are deleted after
 from __future__ import annotations
 
 import dataclasses
+import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,10 +16,12 @@ from collections.abc import Iterator
 import pika
 import pytest
 from django.conf import settings
+from redis import Redis
 
 from supworker.rabbit import topology
 from supworker.rabbit.consumer import Consumer
 from supworker.rabbit.publisher import Publisher, connect
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -95,3 +99,40 @@ def subprocess_env(names: dict[str, str]) -> dict[str, str]:
     db = settings.DATABASES["default"]
     url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     return names | {"DATABASE_URL": url}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of this test's own, so it can be stopped without touching the others."""
+    port, data = free_port(), tmp_path / "redis"
+    data.mkdir()
+
+    def start() -> None:
+        subprocess.run(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--daemonize", "yes",
+             "--appendonly", "yes", "--save", "", "--logfile", str(data / "redis.log")],
+            check=True,
+        )  # fmt: skip
+        wait_for(lambda: _pings(port), 10, "the test's Redis to start")
+
+    start()
+    server = Redis(port=port)
+    server.restart = start
+    server.url = f"redis://127.0.0.1:{port}/0"
+    yield server
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return Redis(port=port, socket_connect_timeout=0.5).ping()
+    except OSError:
+        return False
+    except Exception:  # noqa: BLE001 - redis raises its own ConnectionError while starting
+        return False

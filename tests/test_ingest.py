@@ -195,6 +195,7 @@ def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
         stats_key = CONSUMER_KEY + "health-check"
         wait_for(lambda: redis_conn.hget(stats_key, "processedJobs") == b"3", 10, "stats in Redis")
         wait_for(lambda: "consumer health:" in caplog.text, 10, "a health line in the log")
+        assert redis_conn.sismember(CONSUMERS_KEY, "health-check"), "a running consumer is listed"
     finally:
         consumer.stop()
         thread.join(10)
@@ -202,7 +203,7 @@ def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
     assert stats["processedJobs"] == "3" and stats["failedJobs"] == "1" and stats["duplicateJobs"] == "0"
     assert float(stats["startTime"]) <= float(stats["lastProcessedAt"])
     assert stats["lastError"].endswith(".cleanup: message is not JSON: Expecting value: line 1 column 1 (char 0)")
-    assert redis_conn.sismember(CONSUMERS_KEY, "health-check")
+    assert not redis_conn.sismember(CONSUMERS_KEY, "health-check"), "a stopped one is not"
     assert "processed=3 failed=1" in caplog.text and "rss=" in caplog.text
 
 

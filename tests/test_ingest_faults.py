@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -56,43 +55,6 @@ def assert_each_job_exactly_once(redis: Redis, count: int) -> None:
 
 def notifications_queue() -> str:
     return f"{settings.CONFIG.rabbitmq_queue_prefix}.notifications"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    """A Redis server of this test's own, so it can be stopped without touching the others."""
-    port, data = free_port(), tmp_path / "redis"
-    data.mkdir()
-
-    def start() -> None:
-        subprocess.run(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--daemonize", "yes",
-             "--appendonly", "yes", "--save", "", "--logfile", str(data / "redis.log")],
-            check=True,
-        )  # fmt: skip
-        wait_for(lambda: _pings(port), 10, "the test's Redis to start")
-
-    start()
-    server = Redis(port=port)
-    server.restart = start
-    server.url = f"redis://127.0.0.1:{port}/0"
-    yield server
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return Redis(port=port, socket_connect_timeout=0.5).ping()
-    except OSError:
-        return False
-    except Exception:  # noqa: BLE001 - redis raises its own ConnectionError while starting
-        return False
 
 
 def test_redis_stopped_mid_stream_nothing_is_acked_and_all_runs_once_it_returns(rabbit_names, own_redis, tmp_path):

@@ -40,6 +40,7 @@ class JobRun(models.Model):
         indexes = [
             models.Index(fields=["status", "enqueued_at"], name="job_runs_status_idx"),
             models.Index(fields=["job_type", "finished_at"], name="job_runs_type_finished_idx"),
+            models.Index(fields=["finished_at", "id"], name="job_runs_finished_id_idx"),
         ]
 
     def __str__(self) -> str:

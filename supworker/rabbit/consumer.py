@@ -35,6 +35,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from redis import Redis, RedisError
 
+from monitoring.shutdown import requested_since
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.masking import mask_payload
@@ -126,6 +127,8 @@ class Consumer:
             except (AMQPError, OSError) as exc:
                 self._failed(f"RabbitMQ connection lost: {exc!r}")
                 self._stopping.wait(backoff.next())
+        with contextlib.suppress(RedisError):
+            self.redis.srem(CONSUMERS_KEY, self.name)
         close_old_connections()
         connections.close_all()  # this thread's connection; a stopped consumer holds none open
         log.info("consumer %s stopped: %s", self.name, self._stats_line())
@@ -143,7 +146,14 @@ class Consumer:
         tags = [self._channel.basic_consume(s.queue, partial(self._on_message, s)) for s in sources]
         log.info("consuming from %s", ", ".join(s.queue for s in sources))
         backoff.reset()
+        next_shutdown_check = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() >= next_shutdown_check:  # POST /shutdown asks through Redis
+                next_shutdown_check = time.monotonic() + 1.0
+                if requested_since(self.stats.startTime):
+                    log.warning("shutdown requested: finishing the batch in hand")
+                    self.stop()
+                    break
             wait = 0.5
             if self._buffer:
                 wait = max(0.0, self._buffer_since + self.flush_after - time.monotonic())

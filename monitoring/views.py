@@ -1,0 +1,92 @@
+"""The machine-facing HTTP endpoints. Their contract is monitoring/openapi.yaml."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from monitoring import health, job_stats, queues, shutdown, system
+from monitoring.prometheus import SupworkerCollector
+
+_REGISTRY = CollectorRegistry(auto_describe=False)
+_REGISTRY.register(SupworkerCollector())
+
+
+def _health_response(names: tuple[str, ...] | None = None) -> JsonResponse:
+    body = health.report(names)
+    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+
+
+@never_cache
+@require_GET
+def health_view(request: HttpRequest) -> JsonResponse:
+    return _health_response()
+
+
+@never_cache
+@require_GET
+def live(request: HttpRequest) -> JsonResponse:
+    """The process answers: nothing else is checked (a restart would not fix a database outage)."""
+    return JsonResponse({"status": "ok", "uptime_seconds": health.uptime_seconds()})
+
+
+@never_cache
+@require_GET
+def ready(request: HttpRequest) -> JsonResponse:
+    """Ready for traffic when what every request needs answers: PostgreSQL and Redis."""
+    return _health_response(health.CRITICAL)
+
+
+@never_cache
+@require_GET
+def queue_metrics(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(queues.report())
+
+
+@never_cache
+@require_GET
+def system_metrics(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(system.report())
+
+
+@never_cache
+@require_GET
+def job_metrics(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(job_stats.report())
+
+
+@never_cache
+@require_GET
+def prometheus(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+def _refuse(status: int, reason: str) -> JsonResponse:
+    response = JsonResponse({"error": reason}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="supworker"'
+    return response
+
+
+@csrf_exempt  # a bearer token is not a cookie; a staff session is checked for CSRF below
+@require_POST
+def shutdown_view(request: HttpRequest) -> JsonResponse:
+    header = request.headers.get("Authorization", "")
+    token = settings.CONFIG.shutdown_token
+    if header.startswith("Bearer "):
+        if not token or not constant_time_compare(header.removeprefix("Bearer "), token):
+            return _refuse(403, "the token is not the shutdown token")
+    elif request.user.is_authenticated:
+        if not request.user.is_staff:
+            return _refuse(403, "only staff may shut the service down")
+        if CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {}) is not None:
+            return _refuse(403, "CSRF check failed")
+    else:
+        return _refuse(401, "send Authorization: Bearer <SHUTDOWN_TOKEN>, or sign in as staff")
+    return JsonResponse({"status": "shutting down"} | shutdown.request_shutdown(), status=202)
