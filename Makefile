@@ -38,13 +38,14 @@ admin: migrate
 	@$(BIN)/python manage.py ensure_admin
 
 test: migrate
+	@scripts/ensure_packages.sh chromium=chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: admin
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -c $(CONCURRENCY)
 
 bench: migrate
-	@scripts/ensure_bench_tools.sh
+	@scripts/ensure_packages.sh vipsthumbnail=libvips-tools ffmpeg=ffmpeg
 	$(BIN)/python -m bench
 
 lint: venv

@@ -8,7 +8,7 @@
 - waveform: the waveform of a 60-second voice note against a bare ffmpeg decode of the file.
   Target ≤ 1.2.
 Inputs are generated here (Pillow, ffmpeg) in a temporary directory removed at the end.
-`vipsthumbnail` comes from Debian's libvips-tools: scripts/ensure_bench_tools.sh installs it.
+`vipsthumbnail` comes from Debian's libvips-tools: `make bench` installs it (scripts/ensure_packages.sh).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def run() -> Table:
             table.rows.append(
                 ["12 MP JPEG → 2048 + 320 + blurhash", ours, "vipsthumbnail missing", "-", "-", "≤ 1.0", "?"]
             )
-            table.notes.append("vipsthumbnail not found: run scripts/ensure_bench_tools.sh")
+            table.notes.append("vipsthumbnail not found: run make bench, or apt-get install libvips-tools")
 
         # --- video transcode -----------------------------------------------------------
         source = work / "source.mp4"

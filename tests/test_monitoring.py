@@ -185,3 +185,30 @@ def test_shutdown_with_the_token_stops_workers_and_the_consumer_cleanly(web, set
         stop(worker)
         stop(consumer)
     assert "shutdown requested" in (tmp_path / "c.log").read_text()
+
+
+def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web, redis_conn):
+    from supworker.models import DeadLetter
+
+    now = timezone.now()
+    for number in range(5):
+        JobRun.objects.create(
+            job_id=f"d-{number}", job_type="cleanup.sessions", queue="cleanup",
+            status="failed" if number == 0 else "succeeded", finished_at=now - timedelta(minutes=number),
+        )  # fmt: skip
+    DeadLetter.objects.create(job_id="dead-1", job_type="media.video", source="worker", error="the video is 8K")
+    Queue("cleanup", connection=redis_conn).enqueue("supworker.runner.run_batch", [])
+
+    web.force_login(get_user_model().objects.create_superuser("operator", password="a-long-password"))
+    page = web.get("/admin/monitoring/dashboard/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Last 24 hours: 4 succeeded, 1 failed" in html
+    assert f"<title>{now:%H}h: 4 succeeded, 1 failed</title>" in html, "the current hour's bar"
+    assert html.count("<rect") == 48, "24 hourly bars, each succeeded and failed"
+    assert "dead-1" in html and "the video is 8K" in html and "Dead letters waiting: 1" in html
+    assert '<td><a href="/admin/django_rq/dashboard/queues/4/">cleanup</a></td>' in html
+    assert "<td>1</td>" in html  # one waiting cleanup job
+    assert "cdn" not in html.lower() and '<script src="http' not in html
+    web.logout()
+    assert web.get("/admin/monitoring/dashboard/").status_code == 302

@@ -1,0 +1,63 @@
+"""An operator in a real browser (Debian's headless Chromium, driven by Playwright): signs into
+the admin, opens the dashboard, requeues a failed job. Screenshots go to test-output/."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from playwright.sync_api import expect, sync_playwright
+from rq import Queue
+
+from supworker.envelope import Envelope
+from supworker.models import DeadLetter
+from tests.testenv import OUTPUT
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's ORM calls stay
+    # synchronous, which Django would otherwise refuse next to a running loop.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        yield page
+        browser.close()
+
+
+def test_an_operator_requeues_a_dead_job_from_the_dashboard(live_server, browser_page, redis_conn):
+    get_user_model().objects.create_superuser("operator", password="a-long-password")
+    envelope = Envelope(job_id="stuck-1", job_type="cleanup.sessions", payload={"type": "sessions"}, attempt=3)
+    DeadLetter.objects.create(
+        job_id="stuck-1", job_type="cleanup.sessions", source="worker", envelope=envelope.to_dict(),
+        payload={"type": "sessions"}, error="OperationalError: the database was restarting", attempts=4,
+    )  # fmt: skip
+    shots = OUTPUT / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page = browser_page
+
+    page.goto(f"{live_server.url}/admin/monitoring/dashboard/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "a-long-password")
+    page.click("input[type=submit]")
+    expect(page.locator("h2").first).to_contain_text("Queues")
+    expect(page.locator("#dead-letters")).to_contain_text("the database was restarting")
+    assert page.locator("#throughput svg rect").count() == 48
+    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+    page.click("text=Requeue or delete dead letters")
+    page.check("input.action-select")
+    page.select_option("select[name=action]", "requeue_selected")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("1 job(s) requeued")
+    page.screenshot(path=str(shots / "dead-letters-requeued.png"), full_page=True)
+
+    (job,) = Queue("cleanup", connection=redis_conn).get_jobs()
+    assert [(item["job_id"], item["attempt"]) for item in job.args[0]] == [("stuck-1", 0)]
+    assert DeadLetter.objects.get(job_id="stuck-1").requeued_at is not None
