@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from traceback import format_exception
 from typing import Any
 
 from django.utils.module_loading import autodiscover_modules
@@ -44,6 +45,7 @@ class Outcome:
     error: str = ""
     permanent: bool = False
     retry_after: float | None = None
+    traceback: str = ""
 
     @classmethod
     def success(cls, envelope: Envelope, result: Any = None) -> Outcome:
@@ -57,6 +59,7 @@ class Outcome:
             error=f"{type(exc).__name__}: {exc}",
             permanent=isinstance(exc, PermanentError),
             retry_after=getattr(exc, "retry_after", None),
+            traceback="".join(format_exception(exc))[-20_000:] if exc.__traceback__ else "",
         )
 
 

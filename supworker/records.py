@@ -16,7 +16,7 @@ from supworker.models import DeadLetter, JobRun
 from supworker.models.job_records import JobStatus
 
 _START_FIELDS = ["job_type", "queue", "rq_job_id", "status", "attempts", "payload", "started_at"]
-_FINISH_FIELDS = ["status", "result", "error", "finished_at", "duration_ms"]
+_FINISH_FIELDS = ["status", "result", "error", "traceback", "finished_at", "duration_ms"]
 
 
 def start(envelopes: list[Envelope], queue: str, rq_job_id: str) -> list[Envelope]:
@@ -61,6 +61,7 @@ def finish(outcomes: list[Outcome], statuses: dict[str, str], started: datetime)
                 status=statuses[o.job_id],
                 result=o.result if o.ok else None,
                 error=o.error,
+                traceback=o.traceback,
                 finished_at=now,
                 duration_ms=duration_ms,
             )

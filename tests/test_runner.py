@@ -93,6 +93,8 @@ def test_items_of_a_batch_succeed_fail_and_retry_each_on_their_own(redis_conn):
     runs = {run.job_id: run for run in JobRun.objects.all()}
     assert runs["ok-1"].status == "succeeded" and runs["ok-1"].result == {"done": "ok-1"}
     assert runs["broken-1"].status == "failed" and "not an image" in runs["broken-1"].error
+    assert 'raise PermanentError("the file is not an image")' in runs["broken-1"].traceback
+    assert runs["ok-1"].traceback == ""
     assert runs["flaky-1"].status == "succeeded" and runs["flaky-1"].attempts == 3
     assert calls == Counter({"ok-1": 1, "broken-1": 1, "flaky-1": 3}), "a permanent failure is never retried"
     assert runs["ok-1"].payload["secretToken"] == "***", "records keep payloads masked"
