@@ -34,6 +34,7 @@ CRON_DEFAULTS = {  # UTC, as in the Node worker's schedule
     "websockets": "*/15 * * * *",
     "health": "*/5 * * * *",
     "orphaned_media": "0 5 * * 0",
+    "job_records": "30 3 * * *",
 }
 
 
@@ -52,6 +53,7 @@ class CleanupConfig:
     orphan_prefixes: list[str]
     orphan_grace_hours: int
     websocket_stale_minutes: int
+    job_record_retention_days: int
     cron: dict[str, str]  # cleanup name -> cron expression, or "off"
 
 
@@ -189,6 +191,7 @@ def _cleanup_config(env: EnvReader) -> CleanupConfig:
         orphan_prefixes=env.list("ORPHAN_MEDIA_PREFIXES", ["media/"]),
         orphan_grace_hours=env.int("ORPHAN_MEDIA_GRACE_HOURS", 24, 1, 24 * 365),
         websocket_stale_minutes=env.int("WEBSOCKET_STALE_MINUTES", 15, 1, 1440),
+        job_record_retention_days=env.int("JOB_RECORD_RETENTION_DAYS", 30, 1, 3650),
         cron={name: _cron(env, name, default) for name, default in CRON_DEFAULTS.items()},
     )
 

@@ -43,7 +43,7 @@ _CLEANUP = {"queue": "cleanup", "high_queue": "cleanup", "priority": 0, "timeout
 CLEANUP_TYPES = ("stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")
 # Run by the cron table only; publishers cannot ask for them. VACUUM cannot be split into
 # short steps, so maintenance gets a long timeout.
-SCHEDULED_ONLY_TIMEOUTS = {"maintenance": 1800, "statistics": 600, "websockets": 120, "health": 60}
+SCHEDULED_ONLY_TIMEOUTS = {"maintenance": 1800, "statistics": 600, "websockets": 120, "health": 60, "job_records": 120}
 
 POLICIES: dict[str, JobPolicy] = {
     policy.job_type: policy

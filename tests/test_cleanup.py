@@ -337,3 +337,18 @@ def test_two_concurrent_runs_do_the_work_once():
         thread.join()
     removed = sum(r.get("counts", {}).get("sessions_removed", 0) for r in results)
     assert removed == 3000 and UserSession.objects.count() == 0
+
+
+def test_job_records_older_than_the_retention_are_removed():
+    from supworker.models import JobRun
+
+    now = timezone.now()
+    old = JobRun.objects.create(job_id="old", job_type="t", queue="q", finished_at=now - timedelta(days=30) - MINUTE)
+    recent = JobRun.objects.create(
+        job_id="recent", job_type="t", queue="q", finished_at=now - timedelta(days=30) + MINUTE
+    )
+    running = JobRun.objects.create(job_id="running", job_type="t", queue="q", finished_at=None)
+    assert run("job_records", dry_run=True)["counts"] == {"job_records_to_remove": 1}
+    assert run("job_records")["counts"] == {"job_records_removed": 1}
+    assert set(JobRun.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
+    assert not JobRun.objects.filter(pk=old.pk).exists()
