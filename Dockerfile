@@ -1,0 +1,23 @@
+# supworker: one image for every process (web, workers, scheduler, consumer); the command
+# chooses the process. Multi-stage: build wheels with compilers, run without them, as non-root.
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential libpq-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements.txt /tmp/requirements.txt
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -r /tmp/requirements.txt
+
+FROM python:3.11-slim-bookworm AS runtime
+# ffmpeg for media jobs; util-linux for setpriv (ffmpeg dies with its work horse).
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg util-linux libpq5 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system supworker && useradd --system --gid supworker --home /app supworker
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels /wheels/* && rm -rf /wheels
+WORKDIR /app
+COPY --chown=supworker:supworker . /app
+RUN mkdir -p /app/logs /app/var/media /app/var/tmp /app/var/static && chown -R supworker:supworker /app/logs /app/var
+USER supworker
+ENV SUPWORKER_ENV=production PYTHONUNBUFFERED=1 LOG_DIR=/app/logs MEDIA_ROOT=/app/var/media TEMP_DIR=/app/var/tmp
+EXPOSE 8000
+# The web process by default; workers: ["python", "manage.py", "rqworker", "media_high", "media", "--with-scheduler"]
+CMD ["gunicorn", "supworker.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "30", "--no-control-socket", "--access-logfile", "-"]
