@@ -126,6 +126,8 @@ class Config:
     fcm_ttl_s: int
     email_rate_per_second: int
     sms_rate_per_second: int
+    email_backend: str  # Django dotted path, or "" to choose by SMTP_HOST (supworker/settings.py)
+    email_file_path: Path
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -151,6 +153,24 @@ def _redis_url(env: EnvReader) -> str:
 def _path(env: EnvReader, name: str, default: Path) -> Path:
     path = Path(env.str(name, default=str(default)))
     return path if path.is_absolute() else BASE_DIR / path
+
+
+EMAIL_BACKENDS = {
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+}
+
+
+def _email_backend(env: EnvReader) -> str:
+    """smtp, console, file, or a django-anymail backend's dotted path; empty: smtp when SMTP_HOST is set."""
+    value = env.str("EMAIL_BACKEND")
+    if not value or value in EMAIL_BACKENDS:
+        return EMAIL_BACKENDS.get(value, "")
+    if not value.startswith("anymail.backends.") or not value.endswith(".EmailBackend"):
+        env.fail("EMAIL_BACKEND", "must be smtp, console, file or anymail.backends.<provider>.EmailBackend")
+        return ""
+    return value
 
 
 def _cron(env: EnvReader, name: str, default: str) -> str:
@@ -306,6 +326,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         fcm_ttl_s=env.int("FCM_TTL_SECONDS", 86400, 0, 28 * 86400),
         email_rate_per_second=env.int("EMAIL_RATE_PER_SECOND", 50, 0, 100_000),
         sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
+        email_backend=_email_backend(env),
+        email_file_path=_path(env, "EMAIL_FILE_PATH", BASE_DIR / "var" / "mail"),
     )
     if env.problems:
         raise ConfigError(env.problems)

@@ -95,9 +95,14 @@ def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[En
     return register
 
 
-def handler_for(job_type: str) -> BatchHandler | None:
+def load_handlers() -> None:
+    """Import each installed app's jobs.py, which registers its handlers; once per process."""
     global _discovered
     if not _discovered:
-        autodiscover_modules("jobs")  # each installed app's jobs.py registers its handlers
+        autodiscover_modules("jobs")
         _discovered = True
+
+
+def handler_for(job_type: str) -> BatchHandler | None:
+    load_handlers()
     return _HANDLERS.get(job_type)

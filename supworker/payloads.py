@@ -82,6 +82,10 @@ class NotificationJob(_Message):
     phoneNumber: Phone | None = None
     # FCM data values are strings; FCM caps the whole payload at 4 KB.
     data: Annotated[dict[str, str], Field(max_length=100)] | None = None
+    # Multicast: the active devices of every listed user.
+    userIds: Annotated[list[UUID], Field(min_length=1, max_length=1000)] | None = None
+    # The code of an SMS whose data.kind is "otp" or "2fa"; sealed like OtpJob.otp.
+    otp: Annotated[str, Field(min_length=4, max_length=32)] | None = None
 
     @model_validator(mode="after")
     def _recipient_for_channel(self) -> NotificationJob:
@@ -89,6 +93,8 @@ class NotificationJob(_Message):
             raise ValueError("an email notification needs 'email'")
         if self.type == "sms" and not self.phoneNumber:
             raise ValueError("an sms notification needs 'phoneNumber'")
+        if self.type == "sms" and (self.data or {}).get("kind") in ("otp", "2fa") and not self.otp:
+            raise ValueError("an otp or 2fa sms needs 'otp'")
         return self
 
 

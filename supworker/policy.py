@@ -51,7 +51,7 @@ POLICIES: dict[str, JobPolicy] = {
         JobPolicy("media.image", priority=2, timeout=60, **_MEDIA),
         JobPolicy("media.video", priority=1, timeout=300, **_MEDIA),
         JobPolicy("media.audio", priority=1, timeout=60, **_MEDIA),
-        JobPolicy("notification.push", priority=3, timeout=30, batch_size=100, **_NOTIFY),
+        JobPolicy("notification.push", priority=3, timeout=30, batch_size=500, **_NOTIFY),
         JobPolicy("notification.email", priority=1, timeout=30, batch_size=50, **_NOTIFY),
         JobPolicy("notification.sms", priority=1, timeout=30, batch_size=50, **_NOTIFY),
         # A person is waiting at a sign-in screen for this code: it goes with the pushes.

@@ -122,6 +122,9 @@ if CONFIG.smtp_host:
     EMAIL_TIMEOUT = 20
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+if CONFIG.email_backend:  # EMAIL_BACKEND=smtp|console|file|anymail.backends.<esp>.EmailBackend
+    EMAIL_BACKEND = CONFIG.email_backend
+    EMAIL_FILE_PATH = str(CONFIG.email_file_path)
 
 # --- security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

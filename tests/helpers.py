@@ -68,3 +68,24 @@ def rq_items(connection, *queue_names: str) -> list[dict]:
         for job in Queue(name, connection=connection).get_jobs():
             items.extend(job.args[0])
     return items
+
+
+def drain_queue(redis_conn, queue_name: str, rounds: int = 1, wait_scheduled: float = 3) -> None:
+    """Run what is queued with an in-process SimpleWorker; between rounds, move due retries back
+    to the queue as RQ's scheduler does (holding its lock, as a worker's scheduler would)."""
+    from rq import Queue, SimpleWorker
+    from rq.registry import ScheduledJobRegistry
+    from rq.scheduler import RQScheduler
+
+    queue = Queue(queue_name, connection=redis_conn)
+    scheduler = RQScheduler([queue], connection=redis_conn)
+    scheduler.acquire_locks()
+    try:
+        for _ in range(rounds):
+            SimpleWorker([queue], connection=redis_conn).work(burst=True)
+            deadline = time.monotonic() + wait_scheduled
+            while ScheduledJobRegistry(queue=queue).count and time.monotonic() < deadline:
+                time.sleep(0.1)
+                scheduler.enqueue_scheduled_jobs()
+    finally:
+        scheduler.release_locks()

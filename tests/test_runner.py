@@ -6,7 +6,6 @@ test types whose handlers count their calls; the runner under test treats them l
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -16,7 +15,6 @@ from django.urls import reverse
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
-from rq.scheduler import RQScheduler
 
 from supworker import handlers, policy
 from supworker.enqueue import Submission, enqueue
@@ -24,6 +22,7 @@ from supworker.envelope import Envelope
 from supworker.handlers import PermanentError, TransientError
 from supworker.models import DeadLetter, JobRun
 from supworker.stats import job_counts
+from tests.helpers import drain_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 QUEUE = "cleanup"
@@ -70,19 +69,7 @@ def submit(redis_conn, *specs: tuple[str, str], job_type: str = "test.item", **p
 
 
 def work(redis_conn, rounds: int = 1) -> None:
-    """Run what is queued; between rounds, move due retries back to the queue as RQ's scheduler does."""
-    queue = Queue(QUEUE, connection=redis_conn)
-    scheduler = RQScheduler([queue], connection=redis_conn)
-    scheduler.acquire_locks()
-    try:
-        for _ in range(rounds):
-            SimpleWorker([queue], connection=redis_conn).work(burst=True)
-            deadline = time.monotonic() + 3
-            while ScheduledJobRegistry(queue=queue).count and time.monotonic() < deadline:
-                time.sleep(0.1)
-                scheduler.enqueue_scheduled_jobs()
-    finally:
-        scheduler.release_locks()
+    drain_queue(redis_conn, QUEUE, rounds)
 
 
 def test_items_of_a_batch_succeed_fail_and_retry_each_on_their_own(redis_conn):

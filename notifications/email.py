@@ -1,0 +1,167 @@
+"""E-mail through Django's e-mail framework: one connection for a whole batch, a rate limit
+shared by all workers, and the notification log claimed before each send.
+
+The backend is Django's EMAIL_BACKEND: SMTP when SMTP_HOST is set, any django-anymail
+provider when configured, the console otherwise. A 5xx answer (unknown mailbox, refused
+sender) fails the item for good; 4xx answers and network errors are retried by the runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import make_msgid, parseaddr
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from notifications import log
+from notifications.rate_limit import RateLimiter
+from notifications.rendering import RenderedEmail, render
+from supworker.enqueue import redis_connection
+from supworker.envelope import Envelope
+from supworker.handlers import Outcome, PermanentError, TransientError
+from supworker.masking import mask_email
+
+logger = logging.getLogger("notifications.email")
+# OTP jobs carry no user id: the log keys them by a stable pseudonym of the address instead.
+OTP_USER_NAMESPACE = uuid.UUID("6f1d8a4e-2c1b-4d5e-9a3f-0b7c6e5d4a31")
+RATE_LIMITED_RETRY_AFTER = 1.0
+
+
+@dataclass(frozen=True)
+class Composed:
+    """One e-mail ready to send, and what the log may keep of it."""
+
+    to: str
+    rendered: RenderedEmail
+    delivery: log.Delivery
+
+
+def compose_notification(envelope: Envelope) -> Composed:
+    payload = envelope.payload
+    rendered = render(
+        "notification", {"title": payload["title"], "body": payload["body"], "data": payload.get("data") or {}}
+    )
+    delivery = log.Delivery(
+        job_id=envelope.job_id,
+        user_id=str(payload["userId"]),
+        type="email",
+        recipient=mask_email(payload["email"]),
+        title=payload["title"],
+        body=payload["body"],
+    )
+    return Composed(payload["email"], rendered, delivery)
+
+
+def compose_otp(envelope: Envelope) -> Composed:
+    payload = envelope.payload
+    metadata = payload.get("metadata") or {}
+    address = payload["email"]
+    context = {
+        "otp": envelope.reveal("otp"),
+        "user_name": metadata.get("userName") or "",
+        "expiry_minutes": metadata.get("expiryMinutes") or 10,
+    }
+    rendered = render("otp", context)
+    # The code is never stored: the log keeps the subject and a body that says it was withheld.
+    delivery = log.Delivery(
+        job_id=envelope.job_id,
+        user_id=str(uuid.uuid5(OTP_USER_NAMESPACE, address.lower())),
+        type="email",
+        recipient=mask_email(address),
+        title=rendered.subject,
+        body=f"One-time code e-mail, valid {context['expiry_minutes']} min (code withheld)",
+    )
+    return Composed(address, rendered, delivery)
+
+
+def classify(exc: Exception) -> Exception:
+    """A permanent or transient error for what sending raised."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return PermanentError(f"recipient refused: {codes[0]}")
+        return TransientError(f"recipient deferred: {codes[0] if codes else '?'}")
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return TransientError(f"SMTP authentication failed ({exc.smtp_code}): check SMTP_USER and SMTP_PASSWORD")
+    if isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600:
+        return PermanentError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+    return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed]) -> list[Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    composed: list[tuple[Envelope, Composed]] = []
+    for envelope in envelopes:
+        try:
+            composed.append((envelope, compose(envelope)))
+        except Exception as exc:  # a template or payload problem fails only its item
+            logger.exception("could not compose e-mail for job %s", envelope.job_id)
+            outcomes[envelope.job_id] = Outcome.failure(envelope, PermanentError(f"cannot compose: {exc}"))
+
+    claimed = log.claim([c.delivery for _, c in composed])
+    earlier = log.settled([(c.delivery.job_id, c.delivery.recipient) for _, c in composed])
+    to_send: list[tuple[Envelope, Composed, uuid.UUID]] = []
+    for envelope, item in composed:
+        key = (item.delivery.job_id, item.delivery.recipient)
+        if key in claimed:
+            to_send.append((envelope, item, claimed[key]))
+        elif earlier.get(key) is True:
+            outcomes[envelope.job_id] = Outcome.success(envelope, {"sent": "earlier"})
+        else:
+            outcomes[envelope.job_id] = Outcome.failure(
+                envelope, TransientError("another worker is sending this e-mail", retry_after=30)
+            )
+
+    limiter = RateLimiter(redis_connection(), "email", settings.CONFIG.email_rate_per_second)
+    rows: list[tuple[uuid.UUID, bool, str, str]] = []
+    connection = get_connection(fail_silently=False)
+    allowance = 0
+    try:
+        for envelope, item, row_id in to_send:
+            if allowance == 0:
+                allowance = limiter.take(len(to_send) - len(rows))
+            if allowance == 0:
+                error = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
+                rows.append((row_id, False, str(error), ""))
+                outcomes[envelope.job_id] = Outcome.failure(envelope, error)
+                continue
+            allowance -= 1
+            message = _message(item)
+            try:
+                # Opened by us, the session outlives each send_messages() call (Django's backend
+                # would otherwise open and close one per call); a no-op while it is open.
+                connection.open()
+                connection.send_messages([message])
+            except Exception as exc:  # noqa: BLE001 - every failure becomes the item's outcome
+                error = classify(exc)
+                logger.warning("e-mail to %s failed: %s", item.delivery.recipient, error)
+                rows.append((row_id, False, f"{type(error).__name__}: {error}", ""))
+                outcomes[envelope.job_id] = Outcome.failure(envelope, error)
+                connection.close()  # a broken session must not poison the next item: reopened above
+                continue
+            message_id = message.extra_headers["Message-ID"]
+            rows.append((row_id, True, "", message_id))
+            outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
+    finally:
+        connection.close()
+        log.record(rows)
+    return [outcomes[e.job_id] for e in envelopes]
+
+
+def _message(item: Composed) -> EmailMultiAlternatives:
+    sender = settings.CONFIG.sender_email
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "supworker.local"
+    message = EmailMultiAlternatives(
+        subject=item.rendered.subject,
+        body=item.rendered.text,
+        from_email=sender,
+        to=[item.to],
+        headers={"Message-ID": make_msgid(domain=domain), "Auto-Submitted": "auto-generated"},
+    )
+    message.attach_alternative(item.rendered.html, "text/html")
+    return message

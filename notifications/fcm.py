@@ -1,0 +1,113 @@
+"""firebase-admin, set up from supworker's settings: credentials, endpoint and HTTP pool.
+
+Two credential modes: the service account (FIREBASE_PROJECT_ID, FIREBASE_CLIENT_EMAIL,
+FIREBASE_PRIVATE_KEY) in production, or a static bearer token (FCM_ACCESS_TOKEN with
+FCM_PROJECT_ID) that needs no Google account, for a local FCM server in tests and benchmarks.
+
+firebase-admin has no emulator for FCM and no public way to change where it sends: the URL is
+the private `_MessagingService.FCM_URL`, formatted into each service's `_fcm_url`. We set that
+attribute on our app's service when FCM_ENDPOINT is not Google's. This relies on
+firebase-admin 7.7.0's internals, which is why requirements.txt pins it and
+tests/test_notifications_push.py checks the override.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import firebase_admin
+import google.oauth2.credentials
+import requests
+from django.conf import settings
+from firebase_admin import credentials, messaging
+from urllib3.util.retry import Retry
+
+GOOGLE_ENDPOINT = "https://fcm.googleapis.com"
+# The SDK's own adapter retries 500/503 up to 4 times, sleeping for the whole Retry-After
+# inside the worker. Retries belong to the runner (backoff, jitter, Retry-After, dead letters):
+# keep only one retry of a connection that failed before the request went out.
+_NO_STATUS_RETRIES = Retry(total=1, connect=1, read=0, status=0, redirect=0, raise_on_status=False)
+_lock = threading.Lock()
+
+
+class StaticTokenCredential(credentials.Base):
+    """A credential whose access token is given, never refreshed: for a local FCM server."""
+
+    def __init__(self, token: str):
+        self._credential = google.oauth2.credentials.Credentials(token=token)
+
+    def get_credential(self) -> google.oauth2.credentials.Credentials:
+        return self._credential
+
+
+class NotConfigured(Exception):
+    """Neither a service account nor a static token is set."""
+
+
+def project_id() -> str:
+    config = settings.CONFIG
+    return config.fcm_project_id or config.firebase_project_id
+
+
+def configured() -> bool:
+    config = settings.CONFIG
+    return bool(project_id() and (config.fcm_access_token or config.firebase_private_key))
+
+
+def send_url(endpoint: str, project: str) -> str:
+    return f"{endpoint.rstrip('/')}/v1/projects/{project}/messages:send"
+
+
+def app() -> firebase_admin.App:
+    """The firebase-admin app for the current settings (one per distinct configuration)."""
+    config = settings.CONFIG
+    if not configured():
+        raise NotConfigured(
+            "FCM is not configured: set FIREBASE_PROJECT_ID, FIREBASE_CLIENT_EMAIL and FIREBASE_PRIVATE_KEY, "
+            "or FCM_ACCESS_TOKEN with FCM_PROJECT_ID"
+        )
+    project = project_id()
+    identity = "|".join(
+        [project, config.fcm_endpoint, config.fcm_access_token, config.firebase_client_email, str(config.fcm_timeout_s)]
+    )
+    name = "supworker-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    with _lock:
+        try:
+            return firebase_admin.get_app(name)
+        except ValueError:
+            pass
+        if config.fcm_access_token:
+            credential: credentials.Base = StaticTokenCredential(config.fcm_access_token)
+        else:
+            credential = credentials.Certificate(
+                {
+                    "type": "service_account",
+                    "project_id": project,
+                    "client_email": config.firebase_client_email,
+                    "private_key": config.firebase_private_key,
+                    "token_uri": "https://oauth2.googleapis.com/token",
+                }
+            )
+        fcm_app = firebase_admin.initialize_app(
+            credential, {"projectId": project, "httpTimeout": config.fcm_timeout_s}, name=name
+        )
+        _configure_service(fcm_app, config.fcm_endpoint, project)
+        return fcm_app
+
+
+def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str) -> None:
+    service = messaging._get_messaging_service(fcm_app)  # private: see the module docstring
+    service._fcm_url = send_url(endpoint, project)
+    # One pool large enough for send_each's threads (up to 100 per batch), without status retries.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=100, max_retries=_NO_STATUS_RETRIES)
+    session = service._client.session
+    session.mount(endpoint.rstrip("/") + "/", adapter)
+    # requests re-reads the proxy and CA variables from os.environ on every request: about
+    # 40 % of the client's CPU per push. Read them once, here, and stop looking.
+    session.proxies.update(requests.utils.get_environ_proxies(endpoint))
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if ca_bundle:
+        session.verify = ca_bundle
+    session.trust_env = False

@@ -1,0 +1,112 @@
+"""The notification log: claim a row before sending, record the outcome after.
+
+A row is unique per (job_id, recipient). Claiming inserts it with `success` NULL under
+ON CONFLICT DO NOTHING: only the worker whose insert went in may send, so a redelivered or
+requeued job never sends twice. A row whose earlier try failed (`success` false) may be
+claimed again, and so may one left NULL by a worker that died mid-send long ago.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from notifications.models import Notification
+
+# A claim older than this with no outcome belongs to a worker that died: far beyond the 30 s item timeout.
+STALE_CLAIM_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to one recipient, as the log sees it (nothing secret in it)."""
+
+    job_id: str
+    user_id: str
+    type: str  # push, email or sms
+    recipient: str  # masked address or number, or a device reference
+    title: str | None = None
+    body: str | None = None
+
+
+def claim(deliveries: list[Delivery]) -> dict[tuple[str, str], uuid.UUID]:
+    """Claim rows for deliveries; returns {(job_id, recipient): row id} of those this caller may send."""
+    if not deliveries:
+        return {}
+    ids = [uuid.uuid4() for _ in deliveries]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO notifications (id, job_id, user_id, type, recipient, title, body, success, error,
+                                       provider_message_id, created_at)
+            SELECT id, job_id, user_id, type, recipient, title, body, NULL, '', '', now()
+            FROM unnest(%s::uuid[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[])
+                 AS d(id, job_id, user_id, type, recipient, title, body)
+            ON CONFLICT (job_id, recipient) WHERE job_id IS NOT NULL DO NOTHING
+            RETURNING id, job_id, recipient
+            """,
+            [
+                ids,
+                [d.job_id for d in deliveries],
+                [d.user_id for d in deliveries],
+                [d.type for d in deliveries],
+                [d.recipient for d in deliveries],
+                [d.title for d in deliveries],
+                [d.body for d in deliveries],
+            ],
+        )
+        claimed = {(job_id, recipient): row_id for row_id, job_id, recipient in cursor.fetchall()}
+        others = [d for d in deliveries if (d.job_id, d.recipient) not in claimed]
+        if others:
+            # Earlier tries that failed, or whose worker died mid-send: take them over atomically.
+            cursor.execute(
+                """
+                UPDATE notifications n SET success = NULL, error = '', created_at = now()
+                FROM unnest(%s::text[], %s::text[]) AS d(job_id, recipient)
+                WHERE n.job_id = d.job_id AND n.recipient = d.recipient
+                  AND (n.success = false
+                       OR (n.success IS NULL AND n.created_at < now() - make_interval(secs => %s)))
+                RETURNING n.id, n.job_id, n.recipient
+                """,
+                [[d.job_id for d in others], [d.recipient for d in others], STALE_CLAIM_SECONDS],
+            )
+            claimed.update({(job_id, recipient): row_id for row_id, job_id, recipient in cursor.fetchall()})
+    return claimed
+
+
+def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
+    """Write outcomes: (row id, success, error, provider message id), in one statement."""
+    if not results:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE notifications n SET success = r.success, error = r.error, provider_message_id = r.message_id
+            FROM unnest(%s::uuid[], %s::boolean[], %s::text[], %s::text[]) AS r(id, success, error, message_id)
+            WHERE n.id = r.id
+            """,
+            [
+                [row_id for row_id, *_ in results],
+                [ok for _, ok, _, _ in results],
+                [error[:2000] for _, _, error, _ in results],
+                [message_id[:255] for *_, message_id in results],
+            ],
+        )
+
+
+def previous(job_id: str) -> list[Notification]:
+    """The log rows of a job, for tests and operators."""
+    return list(Notification.objects.filter(job_id=job_id).order_by("created_at"))
+
+
+def settled(keys: list[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
+    """The current `success` of rows that could not be claimed: True sent, None still in flight."""
+    if not keys:
+        return {}
+    rows = Notification.objects.filter(job_id__in={job_id for job_id, _ in keys}).values_list(
+        "job_id", "recipient", "success"
+    )
+    wanted = set(keys)
+    return {(job_id, recipient): success for job_id, recipient, success in rows if (job_id, recipient) in wanted}

@@ -1,0 +1,252 @@
+"""Push notifications: a batch of jobs becomes one firebase-admin `send_each` per 500 messages.
+
+A job goes to its `fcmToken`, or to every active device of `userId` (or of each user in
+`userIds`, a multicast). Each (job, device) pair is claimed in the notification log before
+sending, so a redelivered job sends nothing twice; its outcome is recorded after.
+
+Per token: UNREGISTERED, INVALID_ARGUMENT and SENDER_ID_MISMATCH deactivate the device and
+are not retried; QUOTA_EXCEEDED (429), INTERNAL (500), UNAVAILABLE (503) and network errors
+are retried by the runner with backoff, honouring Retry-After (at least a minute for quota).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from firebase_admin import exceptions, messaging
+
+from notifications import fcm, log
+from notifications.models import Device
+from supworker.envelope import Envelope
+from supworker.handlers import Outcome, PermanentError, TransientError
+
+logger = logging.getLogger("notifications.push")
+
+SEND_EACH_LIMIT = 500  # firebase-admin refuses more messages per send_each call
+QUOTA_MIN_RETRY_AFTER = 60.0
+
+# These codes mean the token will never work again: stop sending to it.
+DEAD_TOKEN_CODES = {"UNREGISTERED", "INVALID_ARGUMENT", "SENDER_ID_MISMATCH"}
+
+
+@dataclass
+class Target:
+    """One message to one token, and the log row that allows sending it."""
+
+    envelope: Envelope
+    token: str
+    delivery: log.Delivery
+    row_id: Any = None
+
+
+@dataclass
+class JobState:
+    sent: int = 0
+    dead: list[str] = field(default_factory=list)
+    retry: list[tuple[str, float | None]] = field(default_factory=list)
+    targets: int = 0
+
+
+def token_reference(token: str) -> str:
+    """What the log keeps instead of a token: a short digest, enough to tell devices apart."""
+    return "fcm:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def build_message(envelope: Envelope, token: str) -> messaging.Message:
+    # firebase-admin 7.7 deprecates Message.token in favour of Firebase installation ids (fid),
+    # but fcm-django stores FCM registration tokens, which the v1 API still takes as `token`.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Message.token is deprecated", category=DeprecationWarning)
+        return _build_message(envelope, token)
+
+
+def _build_message(envelope: Envelope, token: str) -> messaging.Message:
+    payload = envelope.payload
+    data = {str(k): str(v) for k, v in (payload.get("data") or {}).items()}  # FCM data values are strings
+    title, body = payload.get("title") or "", payload.get("body") or ""
+    ttl = timedelta(seconds=settings.CONFIG.fcm_ttl_s)
+    if not title and not body:
+        # Data-only (e.g. prekeys_low): the app handles it silently, no notification block.
+        return messaging.Message(
+            token=token,
+            data=data,
+            android=messaging.AndroidConfig(priority="normal", ttl=ttl),
+            apns=messaging.APNSConfig(
+                headers={"apns-priority": "5", "apns-push-type": "background"},
+                payload=messaging.APNSPayload(aps=messaging.Aps(content_available=True)),
+            ),
+        )
+    return messaging.Message(
+        token=token,
+        data=data or None,
+        notification=messaging.Notification(title=title or None, body=body or None),
+        android=messaging.AndroidConfig(priority="high", ttl=ttl),
+        apns=messaging.APNSConfig(headers={"apns-priority": "10", "apns-push-type": "alert"}),
+    )
+
+
+def _user_ids(envelope: Envelope) -> list[str]:
+    ids = envelope.payload.get("userIds") or [envelope.payload["userId"]]
+    return [str(user_id) for user_id in dict.fromkeys(ids)]
+
+
+def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, JobState]]:
+    """Every (job, token) pair of the batch, looking up the devices of all users in one query."""
+    states = {e.job_id: JobState() for e in envelopes}
+    wanted_users = {u for e in envelopes if not e.payload.get("fcmToken") for u in _user_ids(e)}
+    devices: dict[str, list[str]] = defaultdict(list)
+    if wanted_users:
+        rows = Device.objects.filter(user_id__in=wanted_users, active=True).values_list("user_id", "registration_id")
+        for user_id, token in rows:
+            devices[str(user_id)].append(token)
+    targets: list[Target] = []
+    for envelope in envelopes:
+        payload = envelope.payload
+        if payload.get("fcmToken"):
+            pairs = [(str(payload["userId"]), envelope.reveal("fcmToken"))]
+        else:
+            pairs = [(u, token) for u in _user_ids(envelope) for token in dict.fromkeys(devices[u])]
+        for user_id, token in pairs:
+            delivery = log.Delivery(
+                job_id=envelope.job_id,
+                user_id=user_id,
+                type="push",
+                recipient=token_reference(token),
+                title=payload.get("title") or "",
+                body=payload.get("body") or "",
+            )
+            targets.append(Target(envelope, token, delivery))
+        states[envelope.job_id].targets = len(pairs)
+    return targets, states
+
+
+def classify(error: exceptions.FirebaseError) -> tuple[str, bool, float | None]:
+    """(FCM error code, dead token?, retry after seconds) of one failed send."""
+    code = _fcm_code(error) or str(error.code)
+    if code in DEAD_TOKEN_CODES or isinstance(
+        error, messaging.UnregisteredError | messaging.SenderIdMismatchError | exceptions.InvalidArgumentError
+    ):
+        return code, True, None
+    retry_after = _retry_after(error)
+    if code == "QUOTA_EXCEEDED" or isinstance(error, messaging.QuotaExceededError):
+        retry_after = max(retry_after or 0, QUOTA_MIN_RETRY_AFTER)
+    return code, False, retry_after
+
+
+def _fcm_code(error: exceptions.FirebaseError) -> str | None:
+    """Google's `error.details[].errorCode`, more precise than the HTTP status."""
+    response = error.http_response
+    if response is None:
+        return None
+    try:
+        details = response.json().get("error", {}).get("details", [])
+    except ValueError:
+        return None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and detail.get("errorCode"):
+            return str(detail["errorCode"])
+    return None
+
+
+def _retry_after(error: exceptions.FirebaseError) -> float | None:
+    response = error.http_response
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP date: rare from Google, the runner's backoff will do
+
+
+def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
+    targets, states = resolve_targets(envelopes)
+    claimed = log.claim([t.delivery for t in targets])
+    unclaimed_keys = [
+        (t.delivery.job_id, t.delivery.recipient)
+        for t in targets
+        if (t.delivery.job_id, t.delivery.recipient) not in claimed
+    ]
+    earlier = log.settled(unclaimed_keys)
+    to_send: list[Target] = []
+    for target in targets:
+        key = (target.delivery.job_id, target.delivery.recipient)
+        state = states[target.envelope.job_id]
+        if key in claimed:
+            target.row_id = claimed[key]
+            to_send.append(target)
+        elif earlier.get(key) is True:
+            state.sent += 1  # sent by an earlier delivery of this job
+        else:
+            state.retry.append(("another worker is sending this push", 30.0))
+
+    if to_send:
+        try:
+            fcm_app = fcm.app()
+        except fcm.NotConfigured as exc:
+            if settings.CONFIG.production:
+                log.record([(t.row_id, False, str(exc), "") for t in to_send])
+                return [Outcome.failure(e, TransientError(str(exc))) for e in envelopes]
+            fcm_app = None
+        results = _send(fcm_app, to_send)
+        rows: list[tuple[Any, bool, str, str]] = []
+        dead_tokens: list[str] = []
+        for target, (message_id, error) in zip(to_send, results, strict=True):
+            state = states[target.envelope.job_id]
+            if error is None:
+                state.sent += 1
+                rows.append((target.row_id, True, "", message_id or ""))
+                continue
+            code, dead, retry_after = classify(error)
+            reason = f"{code}: {error}"
+            rows.append((target.row_id, False, reason, ""))
+            if dead:
+                dead_tokens.append(target.token)
+                state.dead.append(reason)
+            else:
+                state.retry.append((reason, retry_after))
+        log.record(rows)
+        if dead_tokens:
+            deactivated = Device.objects.filter(registration_id__in=dead_tokens, active=True).update(active=False)
+            logger.info("deactivated %d device(s) whose FCM token is no longer valid", deactivated)
+
+    return [_outcome(e, states[e.job_id]) for e in envelopes]
+
+
+def _send(fcm_app: Any, targets: list[Target]) -> list[tuple[str | None, exceptions.FirebaseError | None]]:
+    """One send_each per 500 messages; per target, (message id, error)."""
+    if fcm_app is None:  # development without FCM settings: say what would be sent
+        for target in targets:
+            logger.info(
+                "push (console, FCM not configured) to %s: %s", target.delivery.recipient, target.delivery.title
+            )
+        return [("console", None) for _ in targets]
+    results: list[tuple[str | None, exceptions.FirebaseError | None]] = []
+    for start in range(0, len(targets), SEND_EACH_LIMIT):
+        chunk = targets[start : start + SEND_EACH_LIMIT]
+        messages = [build_message(t.envelope, t.token) for t in chunk]
+        try:
+            response = messaging.send_each(messages, app=fcm_app)
+        except exceptions.FirebaseError as exc:
+            results.extend((None, exc) for _ in chunk)
+            continue
+        results.extend((r.message_id, r.exception) for r in response.responses)
+    return results
+
+
+def _outcome(envelope: Envelope, state: JobState) -> Outcome:
+    if state.retry:
+        reason, _ = state.retry[0]
+        waits = [after for _, after in state.retry if after is not None]
+        detail = f"{len(state.retry)} of {state.targets} push(es) to retry; first: {reason}"
+        return Outcome.failure(envelope, TransientError(detail, retry_after=max(waits) if waits else None))
+    if state.dead and not state.sent:
+        return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {state.dead[0]}"))
+    return Outcome.success(envelope, {"sent": state.sent, "deactivated": len(state.dead), "devices": state.targets})

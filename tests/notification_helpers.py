@@ -1,0 +1,26 @@
+"""Helpers for the notification tests: submit notification jobs to RQ and run them through the real runner."""
+
+from __future__ import annotations
+
+import uuid
+
+from supworker.enqueue import Submission, enqueue
+from supworker.envelope import Envelope
+from supworker.policy import POLICIES
+from tests.helpers import drain_queue
+
+
+def envelope(job_type: str, job_id: str | None = None, **payload) -> Envelope:
+    """A notification job as the consumer makes it: secret fields sealed."""
+    payload.setdefault("userId", str(uuid.uuid4()))
+    return Envelope.sealed(job_id=job_id or f"n-{uuid.uuid4().hex[:12]}", job_type=job_type, payload=payload)
+
+
+def submit(redis_conn, *envelopes: Envelope) -> list[Envelope]:
+    queues = {e.job_id: POLICIES[e.job_type].queue_for(e.priority) for e in envelopes}
+    enqueue(redis_conn, [Submission(e, f"id:{e.job_id}", 600) for e in envelopes], queues)
+    return list(envelopes)
+
+
+def work(redis_conn, queue_name: str, rounds: int = 1, wait_scheduled: float = 3) -> None:
+    drain_queue(redis_conn, queue_name, rounds, wait_scheduled)
