@@ -101,7 +101,7 @@ if CONFIG.aws_s3_bucket:
 from supworker.queues import rq_queues_setting  # noqa: E402 - needs CONFIG above
 
 RQ_QUEUES = rq_queues_setting(CONFIG.redis_url)
-RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl}
+RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl, "WORKER_CLASS": "supworker.worker.Worker"}
 RQ_SHOW_ADMIN_LINK = True
 
 # --- fcm-django: devices belong to messenger users, who live in the messenger's database ---
