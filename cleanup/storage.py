@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 
 S3_DELETE_LIMIT = 1000  # DeleteObjects takes at most 1000 keys
@@ -41,15 +40,6 @@ def key_of(value: str | None) -> str | None:
     if not key or any(part in ("", ".", "..") for part in key.split("/")):
         return None
     return key
-
-
-def write(key: str, data: bytes) -> None:
-    """Store `data` under exactly `key`, replacing what is there (FileSystemStorage would rename)."""
-    if isinstance(default_storage, FileSystemStorage) and default_storage.exists(key):
-        default_storage.delete(key)
-    saved = default_storage.save(key, ContentFile(data))
-    if saved != key:
-        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
 
 
 def delete(keys: Iterable[str]) -> int:

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from supworker.handlers import PermanentError, TransientError
 from supworker.payloads import StorageKey
+from supworker.storage import KeyTaken, replace
 
 OUTPUT_DIR = "processed"  # under media/<messageId>/, apart from whatever the messenger uploads there
 COPY_CHUNK = 1024 * 1024
@@ -98,16 +99,12 @@ def fetch(key: str, workdir: Path) -> Path:
 def save(key: str, path: Path, content_type: str) -> StoredObject:
     """Store `path` under exactly `key`, replacing what a previous run left there."""
     try:
-        if default_storage.exists(key):
-            # FileSystemStorage would otherwise pick another name; S3 overwrites anyway.
-            default_storage.delete(key)
         with open(path, "rb") as handle:
             content = File(handle, name=os.path.basename(key))
             content.content_type = content_type  # django-storages sends it as Content-Type
-            stored = default_storage.save(key, content)
+            replace(key, content)
+    except KeyTaken as exc:
+        raise TransientError(f"{exc}; will retry") from None
     except (BotoCoreError, ClientError, OSError) as exc:
         raise TransientError(f"media store unavailable while writing {key!r}: {exc}") from exc
-    if stored != key:  # a concurrent writer got there between delete and save
-        default_storage.delete(stored)
-        raise TransientError(f"{key!r} was written concurrently; will retry")
     return StoredObject(key=key, content_type=content_type, bytes=path.stat().st_size)
