@@ -9,7 +9,6 @@ are never logged with the code; anything else is an alert with the job's title a
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -20,12 +19,12 @@ from notifications import log
 from notifications.rate_limit import RateLimiter
 from notifications.rendering import brand_name
 from supworker.enqueue import redis_connection
+from supworker.env import E164_RE
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 from supworker.masking import mask_phone
 
 logger = logging.getLogger("notifications.sms")
-E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 CODE_KINDS = {"otp", "2fa"}
 TEXTS = {
     "otp": "{brand}: {code} is your verification code. It expires in {minutes} min. Never share it.",

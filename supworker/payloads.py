@@ -16,10 +16,10 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, ValidationError, model_validator
 
+from supworker.env import E164_RE
 from supworker.policy import CLEANUP_TYPES
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -45,7 +45,7 @@ def _storage_key(value: str) -> str:
 
 
 def _e164(value: str) -> str:
-    if not _E164_RE.match(value):
+    if not E164_RE.match(value):
         raise ValueError("must be an E.164 number such as +14155550100")
     return value
 
