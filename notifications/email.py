@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
 from notifications import log
-from notifications.rate_limit import RateLimiter
+from notifications.rate_limit import Allowance, RateLimiter
 from notifications.rendering import RenderedEmail, render
 from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
@@ -103,34 +103,25 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
             logger.exception("could not compose e-mail for job %s", envelope.job_id)
             outcomes[envelope.job_id] = Outcome.failure(envelope, PermanentError(f"cannot compose: {exc}"))
 
-    claimed = log.claim([c.delivery for _, c in composed])
-    earlier = log.settled([(c.delivery.job_id, c.delivery.recipient) for _, c in composed])
+    claims = log.claim_batch([c.delivery for _, c in composed])
     to_send: list[tuple[Envelope, Composed, uuid.UUID]] = []
     for envelope, item in composed:
         key = (item.delivery.job_id, item.delivery.recipient)
-        if key in claimed:
-            to_send.append((envelope, item, claimed[key]))
-        elif earlier.get(key) is True:
-            outcomes[envelope.job_id] = Outcome.success(envelope, {"sent": "earlier"})
+        if key in claims.rows:
+            to_send.append((envelope, item, claims.rows[key]))
         else:
-            outcomes[envelope.job_id] = Outcome.failure(
-                envelope, TransientError("another worker is sending this e-mail", retry_after=30)
-            )
+            outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "e-mail")
 
-    limiter = RateLimiter(redis_connection(), "email", settings.CONFIG.email_rate_per_second)
+    allowance = Allowance(RateLimiter(redis_connection(), "email", settings.CONFIG.email_rate_per_second))
     rows: list[tuple[uuid.UUID, bool, str, str]] = []
     connection = get_connection(fail_silently=False)
-    allowance = 0
     try:
         for envelope, item, row_id in to_send:
-            if allowance == 0:
-                allowance = limiter.take(len(to_send) - len(rows))
-            if allowance == 0:
+            if not allowance.grant(len(to_send) - len(rows)):
                 error = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
                 rows.append((row_id, False, str(error), ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 continue
-            allowance -= 1
             message = _message(item)
             try:
                 # Opened by us, the session outlives each send_messages() call (Django's backend

@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from notifications.models import Notification
+from supworker.envelope import Envelope
+from supworker.handlers import Outcome, TransientError
 
 # A claim older than this with no outcome belongs to a worker that died: far beyond the 30 s item timeout.
 STALE_CLAIM_SECONDS = 300
+# A delivery another worker is sending right now is looked at again after this long.
+IN_FLIGHT_RETRY_AFTER = 30.0
+Key = tuple[str, str]  # (job_id, recipient)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,29 @@ def claim(deliveries: list[Delivery]) -> dict[tuple[str, str], uuid.UUID]:
             )
             claimed.update({(job_id, recipient): row_id for row_id, job_id, recipient in cursor.fetchall()})
     return claimed
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a batch may do with each delivery: send it (its row is ours), count it as sent by an
+    earlier delivery of the job, or leave it to the worker sending it right now."""
+
+    rows: dict[Key, uuid.UUID]
+    sent_earlier: frozenset[Key]
+
+    def outcome_if_not_ours(self, envelope: Envelope, key: Key, what: str) -> Outcome:
+        if key in self.sent_earlier:
+            return Outcome.success(envelope, {"sent": "earlier"})
+        return Outcome.failure(
+            envelope, TransientError(f"another worker is sending this {what}", retry_after=IN_FLIGHT_RETRY_AFTER)
+        )
+
+
+def claim_batch(deliveries: list[Delivery]) -> Claims:
+    rows = claim(deliveries)
+    others = [(d.job_id, d.recipient) for d in deliveries if (d.job_id, d.recipient) not in rows]
+    earlier = settled(others)
+    return Claims(rows, frozenset(key for key, success in earlier.items() if success is True))
 
 
 def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:

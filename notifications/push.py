@@ -168,24 +168,18 @@ def _retry_after(error: exceptions.FirebaseError) -> float | None:
 
 def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     targets, states = resolve_targets(envelopes)
-    claimed = log.claim([t.delivery for t in targets])
-    unclaimed_keys = [
-        (t.delivery.job_id, t.delivery.recipient)
-        for t in targets
-        if (t.delivery.job_id, t.delivery.recipient) not in claimed
-    ]
-    earlier = log.settled(unclaimed_keys)
+    claims = log.claim_batch([t.delivery for t in targets])
     to_send: list[Target] = []
     for target in targets:
         key = (target.delivery.job_id, target.delivery.recipient)
         state = states[target.envelope.job_id]
-        if key in claimed:
-            target.row_id = claimed[key]
+        if key in claims.rows:
+            target.row_id = claims.rows[key]
             to_send.append(target)
-        elif earlier.get(key) is True:
+        elif key in claims.sent_earlier:
             state.sent += 1  # sent by an earlier delivery of this job
         else:
-            state.retry.append(("another worker is sending this push", 30.0))
+            state.retry.append(("another worker is sending this push", log.IN_FLIGHT_RETRY_AFTER))
 
     if to_send:
         try:

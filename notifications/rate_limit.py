@@ -46,3 +46,20 @@ class RateLimiter:
             if time.monotonic() >= deadline:
                 return 0
             time.sleep(max(window + 1 - now, 0.001))  # until the next window opens
+
+
+class Allowance:
+    """Sends granted by a limiter, taken from Redis in chunks rather than one call per message."""
+
+    def __init__(self, limiter: RateLimiter):
+        self.limiter = limiter
+        self.left = 0
+
+    def grant(self, wanted: int) -> bool:
+        """Whether one more message may go now; asks the limiter for up to `wanted` when empty."""
+        if self.left == 0:
+            self.left = self.limiter.take(wanted)
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True

@@ -16,7 +16,7 @@ import requests
 from django.conf import settings
 
 from notifications import log
-from notifications.rate_limit import RateLimiter
+from notifications.rate_limit import Allowance, RateLimiter
 from notifications.rendering import brand_name
 from supworker.enqueue import redis_connection
 from supworker.env import E164_RE
@@ -139,38 +139,29 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                 envelope, exc if isinstance(exc, PermanentError) else PermanentError(str(exc))
             )
 
-    claimed = log.claim([s.delivery for _, s in composed])
-    earlier = log.settled([(s.delivery.job_id, s.delivery.recipient) for _, s in composed])
-    limiter = RateLimiter(redis_connection(), "sms", settings.CONFIG.sms_rate_per_second)
+    claims = log.claim_batch([s.delivery for _, s in composed])
+    allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.sms_rate_per_second))
     sender = backend()
     rows: list[tuple[uuid.UUID, bool, str, str]] = []
-    allowance = 0
     try:
         for envelope, sms in composed:
             key = (sms.delivery.job_id, sms.delivery.recipient)
-            if key not in claimed:
-                outcomes[envelope.job_id] = (
-                    Outcome.success(envelope, {"sent": "earlier"})
-                    if earlier.get(key) is True
-                    else Outcome.failure(envelope, TransientError("another worker is sending this SMS", retry_after=30))
-                )
+            if key not in claims.rows:
+                outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "SMS")
                 continue
-            if allowance == 0:
-                allowance = limiter.take(1)
-            if allowance == 0:
+            if not allowance.grant(1):
                 error = TransientError("SMS rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
-                rows.append((claimed[key], False, str(error), ""))
+                rows.append((claims.rows[key], False, str(error), ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 continue
-            allowance -= 1
             try:
                 message_id = sender.send(sms)
             except (PermanentError, TransientError) as exc:
                 logger.warning("SMS to %s failed: %s", sms.delivery.recipient, exc)
-                rows.append((claimed[key], False, f"{type(exc).__name__}: {exc}", ""))
+                rows.append((claims.rows[key], False, f"{type(exc).__name__}: {exc}", ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, exc)
                 continue
-            rows.append((claimed[key], True, "", message_id))
+            rows.append((claims.rows[key], True, "", message_id))
             outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
     finally:
         sender.close()
