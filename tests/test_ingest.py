@@ -145,32 +145,27 @@ def test_the_same_job_id_is_enqueued_once(consumer, publisher, redis_conn):
     assert queue_depth(f"{settings.CONFIG.rabbitmq_queue_prefix}.notifications") == 0
 
 
-def test_messages_without_job_id_get_one_and_a_redelivery_is_recognised(rabbit_names, publisher, redis_conn):
-    """Without a jobId the consumer makes one; a redelivered copy of the same body is not enqueued twice."""
-    from supworker.enqueue import Submission, enqueue
-    from supworker.rabbit.consumer import REDELIVERY_WINDOW, Consumer
+def test_a_message_without_job_id_gets_one_and_its_copy_is_recognised(consumer, publisher, redis_conn):
+    """Without a jobId the consumer makes one; the same body again (a redelivery, a publisher's
+    retry) within the window is the same job. An AMQP message_id serves as the job id."""
+    import pika
 
-    consumer = Consumer(redis=redis_conn)
     body = json.dumps({"type": "stories"}).encode()
-
-    class FakeProps:  # only the attribute the consumer reads
-        message_id = None
-
-    class Delivery:
-        routing_key, properties = "cleanup.stories", FakeProps()
-
-    Delivery.body = body
-    first_id, first_key, ttl = consumer._identity(None, Delivery)
-    second_id, second_key, _ = consumer._identity(None, Delivery)
-    assert first_id != second_id and first_key == second_key and ttl == REDELIVERY_WINDOW
-
-    def submit(job_id: str):
-        envelope = Envelope(job_id=job_id, job_type="cleanup.stories", payload={"type": "stories"})
-        return enqueue(redis_conn, [Submission(envelope, first_key, ttl)], {job_id: "cleanup"})
-
-    assert len(submit(first_id).enqueued) == 1
-    assert len(submit(second_id).duplicates) == 1
-    assert len(rq_items(redis_conn, "cleanup")) == 1
+    publisher.publish("cleanup.stories", body)
+    publisher.publish("cleanup.stories", body)
+    publisher.channel.basic_publish(
+        settings.CONFIG.rabbitmq_exchange,
+        "cleanup.sessions",
+        json.dumps({"type": "sessions"}).encode(),
+        pika.BasicProperties(message_id="amqp-id-7", delivery_mode=2),
+    )
+    wait_for(lambda: consumer.stats.processedJobs + consumer.stats.duplicateJobs == 3, 20, "three messages handled")
+    enqueued = rq_items(redis_conn, "cleanup")
+    assert sorted(item["job_type"] for item in enqueued) == ["cleanup.sessions", "cleanup.stories"]
+    assert consumer.stats.duplicateJobs == 1
+    items = {item["job_type"]: item for item in enqueued}
+    assert len(items["cleanup.stories"]["job_id"]) == 32, "a generated id"
+    assert items["cleanup.sessions"]["job_id"] == "amqp-id-7"
 
 
 def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
