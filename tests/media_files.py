@@ -146,11 +146,13 @@ def video_without_audio(path: Path) -> None:
 
 
 def compliant_mp4(path: Path, seconds: float = 1, size: str = "640x360") -> None:
-    """What the pipeline itself would produce: it must be passed through, not re-encoded."""
+    """What the pipeline itself would produce: it must be passed through, not re-encoded. Like a
+    phone's video it carries a GPS location, which the passthrough must not keep."""
     ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart", "-shortest", str(path),
+        "-c:a", "aac", "-b:a", "96k", "-metadata", "location=+48.8577+002.2950/",
+        "-movflags", "+faststart", "-shortest", str(path),
     )  # fmt: skip
 
 
