@@ -191,10 +191,12 @@ def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web,
     from supworker.models import DeadLetter
 
     now = timezone.now()
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
     for number in range(5):
+        # Between the start of the current hour and now, so no row falls into the previous hour's bar.
         JobRun.objects.create(
             job_id=f"d-{number}", job_type="cleanup.sessions", queue="cleanup",
-            status="failed" if number == 0 else "succeeded", finished_at=now - timedelta(minutes=number),
+            status="failed" if number == 0 else "succeeded", finished_at=this_hour + (now - this_hour) / (number + 1),
         )  # fmt: skip
     DeadLetter.objects.create(job_id="dead-1", job_type="media.video", source="worker", error="the video is 8K")
     Queue("cleanup", connection=redis_conn).enqueue("supworker.runner.run_batch", [])
