@@ -128,6 +128,7 @@ class Config:
     sms_rate_per_second: int
     email_backend: str  # Django dotted path, or "" to choose by SMTP_HOST (supworker/settings.py)
     email_file_path: Path
+    anymail: dict[str, str]  # ANYMAIL_<ESP>_<SETTING> variables, prefix stripped: settings.ANYMAIL
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -171,6 +172,15 @@ def _email_backend(env: EnvReader) -> str:
         env.fail("EMAIL_BACKEND", "must be smtp, console, file or anymail.backends.<provider>.EmailBackend")
         return ""
     return value
+
+
+def _anymail(env: EnvReader) -> dict[str, str]:
+    """django-anymail's settings from ANYMAIL_* variables, e.g. ANYMAIL_SENDGRID_API_KEY → SENDGRID_API_KEY."""
+    return {
+        name.removeprefix("ANYMAIL_"): value.strip()
+        for name, value in sorted(env.environ.items())
+        if name.startswith("ANYMAIL_") and len(name) > len("ANYMAIL_") and value.strip()
+    }
 
 
 def _cron(env: EnvReader, name: str, default: str) -> str:
@@ -328,6 +338,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
         email_backend=_email_backend(env),
         email_file_path=_path(env, "EMAIL_FILE_PATH", BASE_DIR / "var" / "mail"),
+        anymail=_anymail(env),
     )
     if env.problems:
         raise ConfigError(env.problems)

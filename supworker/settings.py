@@ -125,6 +125,7 @@ else:
 if CONFIG.email_backend:  # EMAIL_BACKEND=smtp|console|file|anymail.backends.<esp>.EmailBackend
     EMAIL_BACKEND = CONFIG.email_backend
     EMAIL_FILE_PATH = str(CONFIG.email_file_path)
+ANYMAIL = CONFIG.anymail  # the provider's key, API URL, webhook secret ...: ANYMAIL_* in the environment
 
 # --- security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -31,6 +31,12 @@ def test_email_backend_names_and_anymail_paths():
     assert load(EMAIL_BACKEND=anymail).email_backend == anymail
 
 
+def test_anymail_settings_come_from_anymail_variables():
+    config = load(ANYMAIL_POSTMARK_SERVER_TOKEN="pm-token", ANYMAIL_POSTMARK_API_URL="http://127.0.0.1:9/", ANYMAIL_="")
+    assert config.anymail == {"POSTMARK_API_URL": "http://127.0.0.1:9/", "POSTMARK_SERVER_TOKEN": "pm-token"}
+    assert load().anymail == {}
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

@@ -4,7 +4,7 @@ Tests run against the project-local servers of `make services`, never against wh
 developer's `.env` or shell points at: they flush Redis and create queues. Redis DB 15 keeps
 test keys apart from the jobs of a `make run` on the same machine.
 
-SUPWORKER_TEST_SLOT=N (1-3) lets a second test run share the machine with the first: it
+SUPWORKER_TEST_SLOT=N (1-4) lets a second test run share the machine with the first: it
 gets its own test database, Redis database, output directory and web port.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOT = int(os.environ.get("SUPWORKER_TEST_SLOT", "0"))
-assert 0 <= SLOT <= 3, "SUPWORKER_TEST_SLOT is 0 to 3"
+assert 0 <= SLOT <= 4, "SUPWORKER_TEST_SLOT is 0 to 4"
 OUTPUT = ROOT / "test-output" / (f"slot{SLOT}" if SLOT else "")
-REDIS_DB = (15, 11, 10, 9)[SLOT]  # 12 to 14 belong to the benchmarks
+REDIS_DB = (15, 11, 10, 9, 8)[SLOT]  # 12 to 14 belong to the benchmarks
 WEB_PORT = 18765 + SLOT
 
 os.environ.update(
