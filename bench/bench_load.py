@@ -1,0 +1,345 @@
+"""Load: 100,000 mixed jobs through the whole pipeline, as `make run` runs it.
+
+Published to RabbitMQ while the service runs (one consumer, 2 media, 5 notification and 1
+cleanup worker processes, each a real `manage.py` process), delivered to loopback FCM, SMTP
+and SMS servers, media written to a local store, every outcome recorded in PostgreSQL. The mix:
+70 % push, 15 % e-mail, 10 % SMS, 4 % OTP e-mail, 0.8 % cleanup, 0.2 % image.
+
+Printed: end-to-end throughput (first publish to last job recorded), the memory of each process
+kind and of Redis sampled over the run (it must stay flat), and what Redis holds afterwards:
+every key left must carry a TTL (job results JOB_RESULT_TTL, dedup keys JOB_DEDUP_TTL).
+
+Isolation: its own database (`<name>_bench`), Redis database 13, exchange and queue names,
+media and log directories; e-mail and SMS rate limits are off while measuring (they would
+measure the limit). BENCH_LOAD_JOBS changes the count (e.g. 10000 for a quick look).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pika
+import psutil
+import psycopg2
+from PIL import Image
+from redis import Redis
+
+from bench.bench_ingest import _with_db
+from bench.bench_notifications import PROJECT, TOKEN, _serve_fcm, _serve_smtp, _start_server
+from bench.table import Table
+
+JOBS = int(os.environ.get("BENCH_LOAD_JOBS", "100000"))
+MIX = {"email": 0.15, "sms": 0.10, "otp": 0.04, "cleanup": 0.008, "image": 0.002}  # push: the rest
+WORKERS = {"media": 2, "notifications": 5, "cleanup": 1}  # as `make run`
+REDIS_DB = 13
+STALL_SECONDS = 60.0
+SAMPLE_SECONDS = 2.0
+SMS_KEY, SMS_SECRET = "bench-sms-key", "bench-sms-secret"
+CLEANUPS = ["sessions", "temp_files", "prekeys", "stories"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Sample:
+    seconds: float
+    done: int
+    rss_mb: dict[str, float]  # per process kind, parents and their work-horses together
+    redis_mb: float
+
+
+def _serve_sms(port_out) -> None:
+    from tests.notification_servers import SmsServer
+
+    server = SmsServer(key=SMS_KEY, secret=SMS_SECRET)
+    server.start()
+    port_out.put(server.httpd.server_address[1])
+    server.thread.join()
+
+
+def run() -> Table:
+    from django.conf import settings
+
+    from bench.bench_notifications import _with_channel, topology_declare, topology_delete
+
+    original = settings.CONFIG
+    tag = f"ld{uuid.uuid4().hex[:6]}"
+    # The bench's own names: the processes get them from the environment, this one from settings.
+    settings.CONFIG = config = dataclasses.replace(
+        original,
+        rabbitmq_exchange=f"{tag}_exchange",
+        rabbitmq_queue_prefix=tag,
+        rabbitmq_queue_name=f"{tag}_otp",
+        redis_url=_with_db(original.redis_url, REDIS_DB),
+    )
+    redis = Redis.from_url(config.redis_url)
+    redis.flushdb()
+    database_url = _bench_database(settings.DATABASES["default"])
+    work = Path(tempfile.mkdtemp(prefix="supworker-load-"))
+    servers = [_start_server(target) for target in (_serve_fcm, _serve_smtp, _serve_sms)]
+    (_, fcm_port), (_, smtp_port), (_, sms_port) = servers
+    env = os.environ | {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": config.redis_url,
+        "RABBITMQ_EXCHANGE": config.rabbitmq_exchange,
+        "RABBITMQ_QUEUE_PREFIX": config.rabbitmq_queue_prefix,
+        "RABBITMQ_QUEUE_NAME": config.rabbitmq_queue_name,
+        "FCM_ENDPOINT": f"http://127.0.0.1:{fcm_port}",
+        "FCM_ACCESS_TOKEN": TOKEN,
+        "FCM_PROJECT_ID": PROJECT,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_SECURITY": "none",
+        "SMS_BACKEND": "vonage",
+        "SMS_API_URL": f"http://127.0.0.1:{sms_port}",
+        "SMS_API_KEY": SMS_KEY,
+        "SMS_API_SECRET": SMS_SECRET,
+        "SMS_FROM_NUMBER": "+15550100000",
+        "EMAIL_RATE_PER_SECOND": "0",
+        "SMS_RATE_PER_SECOND": "0",
+        "LOG_LEVEL": "WARNING",
+        "LOG_DIR": str(work / "logs"),
+        "MEDIA_ROOT": str(work / "media"),
+        "TEMP_DIR": str(work / "tmp"),
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+    db = psycopg2.connect(database_url)
+    db.autocommit = True
+    messages = _media_fixtures(db, work / "media", int(JOBS * MIX["image"]))
+    processes: dict[str, list[subprocess.Popen]] = {}
+    try:
+        _with_channel(config, topology_declare)
+        processes = _start(env, work)
+        time.sleep(4)  # Django set-up of every process before the clock runs
+        publisher = threading.Thread(target=_publish, args=(config, messages), daemon=True)
+        start = time.perf_counter()
+        publisher.start()
+        samples = _watch(db, redis, processes, tag, start)
+        elapsed = samples[-1].seconds
+        publisher.join(30)
+        outcomes = _outcomes(db, tag)
+        redis_after = _redis_keys(redis)
+    finally:
+        for group in processes.values():
+            _stop(group)
+        for process, _ in servers:
+            process.kill()
+        _with_channel(config, topology_delete)
+        db.close()
+        settings.CONFIG = original
+    print(f"(process output and logs in {work})")
+    return _table(samples, elapsed, outcomes, redis_after)
+
+
+def _bench_database(default: dict) -> str:
+    """The bench's own database next to the configured one, created on first use."""
+    name = f"{default['NAME']}_bench"
+    admin = psycopg2.connect(
+        host=default["HOST"],
+        port=default["PORT"],
+        user=default["USER"],
+        password=default["PASSWORD"],
+        dbname="postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return f"postgres://{default['USER']}:{default['PASSWORD']}@{default['HOST']}:{default['PORT']}/{name}"
+
+
+def _media_fixtures(db, media_root: Path, count: int) -> list[tuple[str, str]]:
+    """Photos in the media store and their `messages` rows: (message id, storage key)."""
+    media_root.mkdir(parents=True)
+    made = []
+    with db.cursor() as cursor:
+        cursor.execute("TRUNCATE notifications, job_runs, dead_letters, messages")
+        for n in range(count):
+            key = f"uploads/load/{n}.jpg"
+            (media_root / key).parent.mkdir(parents=True, exist_ok=True)
+            Image.effect_noise((1600, 1200), 40).convert("RGB").save(media_root / key, quality=90)
+            message_id = str(uuid.uuid4())
+            cursor.execute(
+                "INSERT INTO messages (id, sender_id, chat_id, content) VALUES (%s, %s, %s, '')",
+                [message_id, str(uuid.uuid4()), str(uuid.uuid4())],
+            )
+            made.append((message_id, key))
+    return made
+
+
+def _start(env: dict[str, str], work: Path) -> dict[str, list[subprocess.Popen]]:
+    from supworker.queues import WORKER_QUEUES
+
+    def manage(name: str, *args: str) -> subprocess.Popen:
+        log = open(work / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
+        command = [sys.executable, "manage.py", *args]
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+
+    processes = {
+        kind: [
+            manage(f"{kind}{n}", "rqworker", *WORKER_QUEUES[kind], "--with-scheduler", "--name", f"load-{kind}-{n}")
+            for n in range(count)
+        ]
+        for kind, count in WORKERS.items()
+    }
+    processes["consumer"] = [manage("consumer", "consume_rabbit")]
+    return processes
+
+
+def _bodies(messages: list[tuple[str, str]]):
+    """(routing key or OTP queue, body) of every job, the kinds interleaved."""
+    counts = {kind: int(JOBS * share) for kind, share in MIX.items()}
+    counts["image"] = len(messages)
+    counts["push"] = JOBS - sum(counts.values())
+    kinds = [kind for kind, count in counts.items() for _ in range(count)]
+    random.Random(8).shuffle(kinds)  # noqa: S311 - interleaved, the same order every run
+    images = iter(messages)
+    for n, kind in enumerate(kinds):
+        user = str(uuid.uuid4())
+        common = {"userId": user, "title": f"Hello {n}", "body": "You have a new message"}
+        if kind == "push":
+            yield "notification.push", {**common, "type": "push", "fcmToken": f"load-token-{n}"}
+        elif kind == "email":
+            yield "notification.email", {**common, "type": "email", "email": f"user{n}@example.com"}
+        elif kind == "sms":
+            yield "notification.sms", {**common, "type": "sms", "phoneNumber": f"+1555{n:07d}"}
+        elif kind == "otp":
+            yield None, {"email": f"otp{n}@example.com", "otp": f"{n % 1_000_000:06d}"}
+        elif kind == "cleanup":
+            yield f"cleanup.{CLEANUPS[n % len(CLEANUPS)]}", {"type": CLEANUPS[n % len(CLEANUPS)]}
+        else:
+            message_id, key = next(images)
+            yield "media.image", {"type": "image", "s3Key": key, "userId": user, "messageId": message_id}
+
+
+def _publish(config, messages: list[tuple[str, str]]) -> None:
+    tag = config.rabbitmq_queue_prefix
+    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+    channel = connection.channel()
+    properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+    for n, (routing_key, body) in enumerate(_bodies(messages)):
+        body["jobId"] = f"{tag}-{n}"
+        if routing_key is None:  # OTP e-mails arrive on their own queue, through the default exchange
+            channel.basic_publish("", config.rabbitmq_queue_name, json.dumps(body).encode(), properties)
+        else:
+            channel.basic_publish(config.rabbitmq_exchange, routing_key, json.dumps(body).encode(), properties)
+        if n % 2000 == 0:
+            connection.process_data_events(0)  # heartbeats
+    connection.close()
+
+
+def _recorded(db, tag: str) -> int:
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM job_runs WHERE job_id LIKE %s AND status IN ('succeeded', 'failed')",
+            [tag + "-%"],
+        )
+        return cursor.fetchone()[0]
+
+
+def _rss_mb(group: list[subprocess.Popen]) -> float:
+    """Resident memory of the long-lived processes; RQ's work-horses live for one job and are left out."""
+    total = 0
+    for popen in group:
+        try:
+            total += psutil.Process(popen.pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def _watch(db, redis: Redis, processes: dict[str, list[subprocess.Popen]], tag: str, start: float) -> list[Sample]:
+    samples: list[Sample] = []
+    last, moved_at = -1, time.monotonic()
+    while True:
+        done = _recorded(db, tag)
+        now = time.perf_counter() - start
+        rss = {kind: _rss_mb(group) for kind, group in processes.items()}
+        samples.append(Sample(now, done, rss, redis.info("memory")["used_memory"] / 2**20))
+        if done >= JOBS:
+            return samples
+        if any(p.poll() is not None for group in processes.values() for p in group):
+            raise RuntimeError(f"a process died at {done:,} of {JOBS:,} jobs")
+        if done != last:
+            last, moved_at = done, time.monotonic()
+        elif time.monotonic() - moved_at > STALL_SECONDS:
+            raise RuntimeError(f"stalled at {done:,} of {JOBS:,} jobs")
+        time.sleep(SAMPLE_SECONDS)
+
+
+def _outcomes(db, tag: str) -> dict[str, int]:
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT status, count(*) FROM job_runs WHERE job_id LIKE %s GROUP BY status", [tag + "-%"]
+        )  # fmt: skip
+        outcomes = dict(cursor.fetchall())
+        cursor.execute("SELECT count(*) FROM notifications WHERE job_id LIKE %s AND success", [tag + "-%"])
+        outcomes["notifications delivered"] = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM messages WHERE media_status = 'ready'")
+        outcomes["images ready"] = cursor.fetchone()[0]
+    return outcomes
+
+
+def _redis_keys(redis: Redis) -> dict[str, object]:
+    """What is left in Redis: keys, those without a TTL (by name: they should be RQ's bookkeeping), memory."""
+    keys, without_ttl, longest = 0, [], 0
+    for key in redis.scan_iter(count=1000):
+        keys += 1
+        ttl = redis.ttl(key)
+        if ttl < 0:
+            without_ttl.append(key.decode())
+        longest = max(longest, ttl)
+    return {"keys": keys, "without_ttl": sorted(without_ttl), "longest_ttl_h": longest / 3600,
+            "mb": redis.info("memory")["used_memory"] / 2**20}  # fmt: skip
+
+
+def _stop(group: list[subprocess.Popen]) -> None:
+    for process in group:
+        process.terminate()
+    for process in group:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _table(samples: list[Sample], elapsed: float, outcomes: dict[str, int], redis_after: dict) -> Table:
+    table = Table(
+        title=f"Load: {JOBS:,} mixed jobs end to end (consumer, 2 media, 5 notification, 1 cleanup worker)",
+        columns=[
+            "moment",
+            "seconds",
+            "jobs done",
+            "consumer MB",
+            "media MB",
+            "notifications MB",
+            "cleanup MB",
+            "Redis MB",
+        ],
+    )
+    for label, fraction in [("10 %", 0.1), ("25 %", 0.25), ("50 %", 0.5), ("75 %", 0.75), ("end", 1.0)]:
+        sample = next(s for s in samples if s.done >= JOBS * fraction)
+        rss = sample.rss_mb
+        table.rows.append([label, sample.seconds, sample.done, rss["consumer"], rss["media"], rss["notifications"],
+                           rss["cleanup"], sample.redis_mb])  # fmt: skip
+    table.notes = [
+        f"throughput: {JOBS / elapsed:,.0f} jobs/s end to end ({elapsed:,.0f} s); outcomes: "
+        + ", ".join(f"{name} {count:,}" for name, count in sorted(outcomes.items())),
+        f"Redis afterwards: {redis_after['keys']:,.0f} keys, {redis_after['mb']:,.1f} MB, "
+        f"the last expiring in {redis_after['longest_ttl_h']:,.1f} h; without a TTL: "
+        + ", ".join(redis_after["without_ttl"]),
+        "MB: resident memory of the long-lived processes of a kind (RQ's work-horses live for one job);"
+        " the same over the run means flat.",
+    ]
+    return table
