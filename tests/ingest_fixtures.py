@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 from django.conf import settings
+from django.db import connections
 from redis import Redis
 
 from supworker.rabbit import topology
@@ -60,12 +61,27 @@ def publisher(rabbit_names) -> Iterator[Publisher]:
         yield p
 
 
+def start_in_thread(consumer: Consumer) -> threading.Thread:
+    """Run a consumer in a thread of the test process until it is stopped."""
+
+    def run() -> None:
+        try:
+            consumer.run()
+        finally:
+            # The thread's own database connection (dead letters): left open, it keeps the
+            # test database from being dropped at the end of the session.
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture
 def consumer(rabbit_names, redis_conn) -> Iterator[Consumer]:
     """A consumer running in a thread of the test process, stopped after the test."""
     running = Consumer(redis=redis_conn, name="test-consumer")
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
+    thread = start_in_thread(running)
     yield running
     running.stop()
     thread.join(30)

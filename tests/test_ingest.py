@@ -173,16 +173,15 @@ def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
 ):
     import dataclasses
     import logging
-    import threading
 
     from supworker.rabbit.consumer import Consumer
     from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
+    from tests.ingest_fixtures import start_in_thread
 
     settings.CONFIG = dataclasses.replace(settings.CONFIG, heartbeat_interval_ms=1000)
     caplog.set_level(logging.INFO, logger="supworker.consumer")
     consumer = Consumer(redis=redis_conn, name="health-check")
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
+    thread = start_in_thread(consumer)
     try:
         for number in range(3):
             publisher.publish("cleanup.sessions", {"type": "sessions", "jobId": f"s-{number}"})
