@@ -13,9 +13,9 @@ The temporary directory is removed on success, failure and timeout alike.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,11 +40,14 @@ Processor = Callable[[Path, Path, MediaLimits, Deadline], Processed]
 
 @contextmanager
 def job_directory(job_id: str) -> Iterator[Path]:
-    """A private scratch directory for one job, always removed when the job ends."""
+    """The scratch directory of one job, always removed when the job ends. Its name comes from
+    the job id: one left by an earlier run of the same job, whose work-horse was killed with
+    SIGKILL, is removed first (a job id runs in one place at a time)."""
     parent = Path(settings.CONFIG.temp_dir)
     parent.mkdir(parents=True, exist_ok=True)
-    safe_id = "".join(c if c.isalnum() or c in "-_" else "_" for c in job_id)[:64]
-    path = Path(tempfile.mkdtemp(prefix=f"media-{safe_id}-", dir=parent))
+    path = parent / f"media-{hashlib.sha256(job_id.encode()).hexdigest()[:32]}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700)
     try:
         yield path
     finally:

@@ -4,16 +4,21 @@ shared by all workers, and the notification log claimed before each send.
 The backend is Django's EMAIL_BACKEND: SMTP when SMTP_HOST is set, any django-anymail
 provider when configured, the console otherwise. A 5xx answer (unknown mailbox, refused
 sender) fails the item for good; 4xx answers and network errors are retried by the runner.
+
+Each outcome is recorded as soon as the server answers, and each message's Message-ID is
+derived from its job id and address (`message_id`): a worker killed mid-batch resends only
+the message whose answer it was waiting for, under the same Message-ID (notifications/log.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import make_msgid, parseaddr
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -113,13 +118,13 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
             outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "e-mail")
 
     allowance = Allowance(RateLimiter(redis_connection(), "email", settings.CONFIG.email_rate_per_second))
-    rows: list[tuple[uuid.UUID, bool, str, str]] = []
+    not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
     connection = get_connection(fail_silently=False)
     try:
-        for envelope, item, row_id in to_send:
-            if not allowance.grant(len(to_send) - len(rows)):
+        for done, (envelope, item, row_id) in enumerate(to_send):
+            if not allowance.grant(len(to_send) - done):
                 error = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
-                rows.append((row_id, False, str(error), ""))
+                not_sent.append((row_id, False, str(error), ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 continue
             message = _message(item)
@@ -131,17 +136,24 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
             except Exception as exc:  # noqa: BLE001 - every failure becomes the item's outcome
                 error = classify(exc)
                 logger.warning("e-mail to %s failed: %s", item.delivery.recipient, error)
-                rows.append((row_id, False, f"{type(error).__name__}: {error}", ""))
+                log.record([(row_id, False, f"{type(error).__name__}: {error}", "")])
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 connection.close()  # a broken session must not poison the next item: reopened above
                 continue
-            message_id = message.extra_headers["Message-ID"]
-            rows.append((row_id, True, "", message_id))
-            outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
+            sent_id = message.extra_headers["Message-ID"]
+            # At once: a worker killed later in the batch never sends this one again.
+            log.record([(row_id, True, "", sent_id)])
+            outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": sent_id})
     finally:
         connection.close()
-        log.record(rows)
+        log.record(not_sent)
     return [outcomes[e.job_id] for e in envelopes]
+
+
+def message_id(job_id: str, address: str, domain: str) -> str:
+    """The same on every send of a job to an address; reveals neither (a digest of both)."""
+    digest = hashlib.sha256(f"{job_id}\n{address.lower()}".encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
 
 
 def _message(item: Composed) -> EmailMultiAlternatives:
@@ -152,7 +164,7 @@ def _message(item: Composed) -> EmailMultiAlternatives:
         body=item.rendered.text,
         from_email=sender,
         to=[item.to],
-        headers={"Message-ID": make_msgid(domain=domain), "Auto-Submitted": "auto-generated"},
+        headers={"Message-ID": message_id(item.delivery.job_id, item.to, domain), "Auto-Submitted": "auto-generated"},
     )
     message.attach_alternative(item.rendered.html, "text/html")
     return message

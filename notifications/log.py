@@ -3,7 +3,38 @@
 A row is unique per (job_id, recipient). Claiming inserts it with `success` NULL under
 ON CONFLICT DO NOTHING: only the worker whose insert went in may send, so a redelivered or
 requeued job never sends twice. A row whose earlier try failed (`success` false) may be
-claimed again, and so may one left NULL by a worker that died mid-send long ago.
+claimed again.
+
+A row left NULL means its sender died between claiming and recording (killed, OOM, machine
+lost). The claim keeps the id of the RQ job that made it (`claimed_by`). RQ runs one job id
+in one place at a time and runs it again (its `Retry`, an operator's requeue) only once the
+earlier execution is over, so when the same RQ job claims again, its own NULL rows are from
+a dead execution: they are taken over at once. A NULL row of another RQ job may be in flight
+right now: it is looked at again later and taken over only after STALE_CLAIM_SECONDS. (A
+worker alive but frozen for longer than RQ's heartbeat margin, 60 s, is taken for dead by RQ,
+which runs its job again; its unsettled messages are then sent by both, like everything else
+such a job does.)
+
+The guarantee when a worker is killed mid-batch (its work-horse or the whole worker), for a
+job RQ runs again (its Retry has tries left, 3 by default; after that it waits in RQ's failed
+registry for an operator's requeue), is at least once, with duplicates bounded and marked:
+- Every message of the batch is sent; those the dead worker never handed to the provider
+  are sent once.
+- A message is sent twice only if its request had reached FCM, the SMTP server or the SMS
+  provider and its answer was not yet recorded when the worker died: the provider may have
+  delivered it, nothing on our side can tell, and a lost OTP or message notification is
+  worse than a duplicate. Answers are recorded as they arrive (`record`): each push as FCM
+  answers it, together with those that arrived meanwhile; each e-mail and SMS right after
+  the server's reply. So that is at most the pushes in flight, and one e-mail or SMS.
+- The second copy carries the first one's deduplication key, derived from the job id (and
+  the address): for pushes the APNs collapse id and the Android and web notification tag
+  (a device still showing the first notification replaces it) and the Web Push Topic;
+  for e-mail the Message-ID (mail systems that drop duplicates by Message-ID, as Gmail does,
+  show one; others show two identical messages). SMS has no such key: a duplicate SMS shows.
+- Outcomes are committed without waiting for the WAL flush (synchronous_commit off, about
+  0.3 ms instead of several): a PostgreSQL crash can lose the last fraction of a second of
+  outcomes, whose messages are then sent again as above. The job's record, a synchronous
+  commit written after them, makes them durable.
 """
 
 from __future__ import annotations
@@ -12,6 +43,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from rq import get_current_job
 
 from notifications.models import Notification
 from supworker.envelope import Envelope
@@ -36,23 +68,31 @@ class Delivery:
     body: str | None = None
 
 
-def claim(deliveries: list[Delivery]) -> dict[tuple[str, str], uuid.UUID]:
+def current_claimant() -> str:
+    """Who claims: the RQ job running now ("" outside RQ, which never takes over a claim early)."""
+    job = get_current_job()
+    return job.id if job is not None else ""
+
+
+def claim(deliveries: list[Delivery], claimant: str | None = None) -> dict[tuple[str, str], uuid.UUID]:
     """Claim rows for deliveries; returns {(job_id, recipient): row id} of those this caller may send."""
     if not deliveries:
         return {}
+    claimant = current_claimant() if claimant is None else claimant
     ids = [uuid.uuid4() for _ in deliveries]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO notifications (id, job_id, user_id, type, recipient, title, body, success, error,
-                                       provider_message_id, created_at)
-            SELECT id, job_id, user_id, type, recipient, title, body, NULL, '', '', now()
+                                       provider_message_id, created_at, claimed_by)
+            SELECT id, job_id, user_id, type, recipient, title, body, NULL, '', '', now(), %s
             FROM unnest(%s::uuid[], %s::text[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[])
                  AS d(id, job_id, user_id, type, recipient, title, body)
             ON CONFLICT (job_id, recipient) WHERE job_id IS NOT NULL DO NOTHING
             RETURNING id, job_id, recipient
             """,
             [
+                claimant,
                 ids,
                 [d.job_id for d in deliveries],
                 [d.user_id for d in deliveries],
@@ -65,17 +105,27 @@ def claim(deliveries: list[Delivery]) -> dict[tuple[str, str], uuid.UUID]:
         claimed = {(job_id, recipient): row_id for row_id, job_id, recipient in cursor.fetchall()}
         others = [d for d in deliveries if (d.job_id, d.recipient) not in claimed]
         if others:
-            # Earlier tries that failed, or whose worker died mid-send: take them over atomically.
+            # Earlier tries that failed, claims of an earlier execution of this very RQ job (it
+            # died: RQ does not run a job again while it runs), and claims nobody settled for
+            # STALE_CLAIM_SECONDS: take them over atomically.
             cursor.execute(
                 """
-                UPDATE notifications n SET success = NULL, error = '', created_at = now()
+                UPDATE notifications n SET success = NULL, error = '', created_at = now(), claimed_by = %s
                 FROM unnest(%s::text[], %s::text[]) AS d(job_id, recipient)
                 WHERE n.job_id = d.job_id AND n.recipient = d.recipient
                   AND (n.success = false
+                       OR (n.success IS NULL AND %s <> '' AND n.claimed_by = %s)
                        OR (n.success IS NULL AND n.created_at < now() - make_interval(secs => %s)))
                 RETURNING n.id, n.job_id, n.recipient
                 """,
-                [[d.job_id for d in others], [d.recipient for d in others], STALE_CLAIM_SECONDS],
+                [
+                    claimant,
+                    [d.job_id for d in others],
+                    [d.recipient for d in others],
+                    claimant,
+                    claimant,
+                    STALE_CLAIM_SECONDS,
+                ],
             )
             claimed.update({(job_id, recipient): row_id for row_id, job_id, recipient in cursor.fetchall()})
     return claimed
@@ -105,10 +155,15 @@ def claim_batch(deliveries: list[Delivery]) -> Claims:
 
 
 def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
-    """Write outcomes: (row id, success, error, provider message id), in one statement."""
+    """Write outcomes: (row id, success, error, provider message id), in one statement.
+
+    Senders call it as answers arrive, not once per batch: an answer recorded is a message
+    never sent again. Committed asynchronously (see the module docstring).
+    """
     if not results:
         return
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(
             """
             UPDATE notifications n SET success = r.success, error = r.error, provider_message_id = r.message_id

@@ -26,6 +26,8 @@ class Notification(models.Model):
     )
     error = models.TextField(blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    # The RQ job that claimed the row: its own rerun may take over a claim it left unsettled.
+    claimed_by = models.CharField(max_length=128, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "notifications"

@@ -1,8 +1,15 @@
-"""Push notifications: a batch of jobs becomes one firebase-admin `send_each` per 500 messages.
+"""Push notifications: a batch of jobs is sent to FCM's v1 API by a pool of threads, one
+request per message (as firebase-admin's `send_each` does), each answer recorded as it comes.
 
 A job goes to its `fcmToken`, or to every active device of `userId` (or of each user in
 `userIds`, a multicast). Each (job, device) pair is claimed in the notification log before
-sending, so a redelivered job sends nothing twice; its outcome is recorded after.
+sending, so a redelivered job sends nothing twice; its outcome is recorded as soon as FCM
+answers, so a worker killed mid-batch resends only the pushes FCM had not answered yet (see
+notifications/log.py). Those carry the same deduplication key as their first send (`dedupe_key`,
+from the job id): iOS shows them once (apns-collapse-id), Android and browsers replace the
+first notification with the second (notification tag; Web Push Topic for one still queued).
+Android's `collapse_key` is not used: FCM keeps at most four collapse keys per device while
+it is offline and may drop the rest, so one per job would lose messages.
 
 Per token: UNREGISTERED, INVALID_ARGUMENT and SENDER_ID_MISMATCH deactivate the device and
 are not retried; QUOTA_EXCEEDED (429), INTERNAL (500), UNAVAILABLE (503) and network errors
@@ -15,6 +22,8 @@ import hashlib
 import logging
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,7 +38,8 @@ from supworker.handlers import Outcome, PermanentError, TransientError
 
 logger = logging.getLogger("notifications.push")
 
-SEND_EACH_LIMIT = 500  # firebase-admin refuses more messages per send_each call
+# Requests in flight at once: the size of the HTTP connection pool (notifications/fcm.py).
+SEND_THREADS = 100
 QUOTA_MIN_RETRY_AFTER = 60.0
 
 # These codes mean the token will never work again: stop sending to it.
@@ -59,6 +69,12 @@ def token_reference(token: str) -> str:
     return "fcm:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+def dedupe_key(job_id: str) -> str:
+    """The same for every send of a job: 32 characters, within APNs' 64 bytes and Web Push's
+    32 URL-safe characters for a Topic."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
 def build_message(envelope: Envelope, token: str) -> messaging.Message:
     # firebase-admin 7.7 deprecates Message.token in favour of Firebase installation ids (fid),
     # but fcm-django stores FCM registration tokens, which the v1 API still takes as `token`.
@@ -72,6 +88,7 @@ def _build_message(envelope: Envelope, token: str) -> messaging.Message:
     data = {str(k): str(v) for k, v in (payload.get("data") or {}).items()}  # FCM data values are strings
     title, body = payload.get("title") or "", payload.get("body") or ""
     ttl = timedelta(seconds=settings.CONFIG.fcm_ttl_s)
+    key = dedupe_key(envelope.job_id)
     if not title and not body:
         # Data-only (e.g. prekeys_low): the app handles it silently, no notification block.
         return messaging.Message(
@@ -79,16 +96,18 @@ def _build_message(envelope: Envelope, token: str) -> messaging.Message:
             data=data,
             android=messaging.AndroidConfig(priority="normal", ttl=ttl),
             apns=messaging.APNSConfig(
-                headers={"apns-priority": "5", "apns-push-type": "background"},
+                headers={"apns-priority": "5", "apns-push-type": "background", "apns-collapse-id": key},
                 payload=messaging.APNSPayload(aps=messaging.Aps(content_available=True)),
             ),
+            webpush=messaging.WebpushConfig(headers={"Topic": key}),
         )
     return messaging.Message(
         token=token,
         data=data or None,
         notification=messaging.Notification(title=title or None, body=body or None),
-        android=messaging.AndroidConfig(priority="high", ttl=ttl),
-        apns=messaging.APNSConfig(headers={"apns-priority": "10", "apns-push-type": "alert"}),
+        android=messaging.AndroidConfig(priority="high", ttl=ttl, notification=messaging.AndroidNotification(tag=key)),
+        apns=messaging.APNSConfig(headers={"apns-priority": "10", "apns-push-type": "alert", "apns-collapse-id": key}),
+        webpush=messaging.WebpushConfig(headers={"Topic": key}, notification=messaging.WebpushNotification(tag=key)),
     )
 
 
@@ -189,24 +208,24 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                 log.record([(t.row_id, False, str(exc), "") for t in to_send])
                 return [Outcome.failure(e, TransientError(str(exc))) for e in envelopes]
             fcm_app = None
-        results = _send(fcm_app, to_send)
-        rows: list[tuple[Any, bool, str, str]] = []
         dead_tokens: list[str] = []
-        for target, (message_id, error) in zip(to_send, results, strict=True):
-            state = states[target.envelope.job_id]
-            if error is None:
-                state.sent += 1
-                rows.append((target.row_id, True, "", message_id or ""))
-                continue
-            code, dead, retry_after = classify(error)
-            reason = f"{code}: {error}"
-            rows.append((target.row_id, False, reason, ""))
-            if dead:
-                dead_tokens.append(target.token)
-                state.dead.append(reason)
-            else:
-                state.retry.append((reason, retry_after))
-        log.record(rows)
+        for answered in _send(fcm_app, to_send):
+            rows: list[tuple[Any, bool, str, str]] = []
+            for target, message_id, error in answered:
+                state = states[target.envelope.job_id]
+                if error is None:
+                    state.sent += 1
+                    rows.append((target.row_id, True, "", message_id or ""))
+                    continue
+                code, dead, retry_after = classify(error)
+                reason = f"{code}: {error}"
+                rows.append((target.row_id, False, reason, ""))
+                if dead:
+                    dead_tokens.append(target.token)
+                    state.dead.append(reason)
+                else:
+                    state.retry.append((reason, retry_after))
+            log.record(rows)  # at once: a push whose answer is recorded is never sent again
         if dead_tokens:
             deactivated = Device.objects.filter(registration_id__in=dead_tokens, active=True).update(active=False)
             logger.info("deactivated %d device(s) whose FCM token is no longer valid", deactivated)
@@ -214,25 +233,37 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     return [_outcome(e, states[e.job_id]) for e in envelopes]
 
 
-def _send(fcm_app: Any, targets: list[Target]) -> list[tuple[str | None, exceptions.FirebaseError | None]]:
-    """One send_each per 500 messages; per target, (message id, error)."""
+Answer = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)
+
+
+def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Answer]]:
+    """Send every target, SEND_THREADS at a time; yields the answers that arrived since the last
+    yield, so the caller records them while the other requests are still out."""
     if fcm_app is None:  # development without FCM settings: say what would be sent
         for target in targets:
             logger.info(
                 "push (console, FCM not configured) to %s: %s", target.delivery.recipient, target.delivery.title
             )
-        return [("console", None) for _ in targets]
-    results: list[tuple[str | None, exceptions.FirebaseError | None]] = []
-    for start in range(0, len(targets), SEND_EACH_LIMIT):
-        chunk = targets[start : start + SEND_EACH_LIMIT]
-        messages = [build_message(t.envelope, t.token) for t in chunk]
-        try:
-            response = messaging.send_each(messages, app=fcm_app)
-        except exceptions.FirebaseError as exc:
-            results.extend((None, exc) for _ in chunk)
-            continue
-        results.extend((r.message_id, r.exception) for r in response.responses)
-    return results
+        yield [(target, "console", None) for target in targets]
+        return
+    messages = [build_message(t.envelope, t.token) for t in targets]  # a ValueError here sends nothing
+    with ThreadPoolExecutor(max_workers=min(len(targets), SEND_THREADS), thread_name_prefix="fcm") as pool:
+        futures: dict[Future, Target] = {
+            pool.submit(_send_one, fcm_app, message): target for target, message in zip(targets, messages, strict=True)
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield [(futures[future], *future.result()) for future in done]
+
+
+def _send_one(fcm_app: Any, message: messaging.Message) -> tuple[str | None, exceptions.FirebaseError | None]:
+    try:
+        return messaging.send(message, app=fcm_app), None
+    except exceptions.FirebaseError as exc:
+        return None, exc
+    except Exception as exc:  # noqa: BLE001 - as send_each does: anything else fails this message only
+        return None, exceptions.UnknownError(f"unknown error while sending: {exc}", cause=exc)
 
 
 def _outcome(envelope: Envelope, state: JobState) -> Outcome:

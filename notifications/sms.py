@@ -142,7 +142,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     claims = log.claim_batch([s.delivery for _, s in composed])
     allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.sms_rate_per_second))
     sender = backend()
-    rows: list[tuple[uuid.UUID, bool, str, str]] = []
+    not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
     try:
         for envelope, sms in composed:
             key = (sms.delivery.job_id, sms.delivery.recipient)
@@ -151,19 +151,20 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                 continue
             if not allowance.grant(1):
                 error = TransientError("SMS rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
-                rows.append((claims.rows[key], False, str(error), ""))
+                not_sent.append((claims.rows[key], False, str(error), ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 continue
             try:
                 message_id = sender.send(sms)
             except (PermanentError, TransientError) as exc:
                 logger.warning("SMS to %s failed: %s", sms.delivery.recipient, exc)
-                rows.append((claims.rows[key], False, f"{type(exc).__name__}: {exc}", ""))
+                log.record([(claims.rows[key], False, f"{type(exc).__name__}: {exc}", "")])
                 outcomes[envelope.job_id] = Outcome.failure(envelope, exc)
                 continue
-            rows.append((claims.rows[key], True, "", message_id))
+            # At once, as e-mail does: a worker killed later in the batch never sends this again.
+            log.record([(claims.rows[key], True, "", message_id)])
             outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
     finally:
         sender.close()
-        log.record(rows)
+        log.record(not_sent)
     return [outcomes[e.job_id] for e in envelopes]

@@ -5,10 +5,16 @@
   is scripted per token (`script`), success by default.
 - `SmtpServer`: aiosmtpd, keeping every message it receives.
 - `SmsServer`: a Vonage-style `POST /sms/json`.
+
+For crash tests, the FCM and SMTP servers can hold their answers (`hold_after(n)`): they
+answer n more sends, then take every further one (it counts as received: the provider got it)
+without answering until `release()`, after which those answers are dropped, as they would be
+for a client that died meanwhile, and the server answers normally again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -39,6 +45,9 @@ class _Server(ThreadingHTTPServer):
 
 class _JsonHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Google's front end
+    # Headers and body go out in two writes: with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK, 40 ms per request that Google's front end does not add.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -55,6 +64,40 @@ class _JsonHandler(BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+
+class _Holding:
+    """Answers n sends, then keeps the rest unanswered until released (see the module docstring)."""
+
+    lock: threading.Lock
+
+    def _init_holding(self) -> None:
+        self.answers_left: int | None = None  # None: answer everything
+        self.held: list[str] = []  # who sent what is held: tokens or addresses
+        self.released = threading.Event()
+
+    def hold_after(self, answers: int) -> None:
+        with self.lock:
+            self.answers_left, self.held = answers, []
+            self.released.clear()
+
+    def release(self) -> list[str]:
+        """Stop holding; returns what was held (received, never answered)."""
+        with self.lock:
+            self.answers_left = None
+            held = list(self.held)
+        self.released.set()
+        return held
+
+    def _hold(self, what: str) -> bool:
+        """Called with the lock held, for a send just received: True if its answer is to be held."""
+        if self.answers_left is None:
+            return False
+        if self.answers_left > 0:
+            self.answers_left -= 1
+            return False
+        self.held.append(what)
+        return True
 
 
 class _Loopback:
@@ -98,6 +141,11 @@ class _FcmHandler(_JsonHandler):
             state.attempts[token] += 1
             scripted = state.script.get(token) or []
             answer = scripted.pop(0) if scripted else None
+            hold = state._hold(token)
+        if hold:
+            state.released.wait(60)
+            self.close_connection = True  # the answer is lost: its client is gone
+            return
         if answer is None:
             self.reply(200, {"name": f"projects/{parts[3]}/messages/{uuid.uuid4().hex}"})
             return
@@ -112,7 +160,7 @@ class _FcmHandler(_JsonHandler):
         self.reply(status, {"error": error}, {"Retry-After": str(retry_after)} if retry_after is not None else None)
 
 
-class FcmServer(_Loopback):
+class FcmServer(_Loopback, _Holding):
     handler = _FcmHandler
 
     def __init__(self, token: str = "loopback-static-token", keep_requests: bool = True):  # noqa: S107 - a test token
@@ -123,6 +171,7 @@ class FcmServer(_Loopback):
         # token -> answers to give, in order: "UNREGISTERED" or ("UNAVAILABLE", retry_after_seconds)
         self.script: dict[str, list[Any]] = {}
         self.keep_requests = keep_requests
+        self._init_holding()
 
     def messages_to(self, token: str) -> list[dict]:
         with self.lock:
@@ -178,6 +227,9 @@ class _Collector:
         with self.server.lock:
             self.server.messages.append(message)  # type: ignore[arg-type]
             self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            hold = self.server._hold(",".join(envelope.rcpt_tos))
+        while hold and not self.server.released.is_set():
+            await asyncio.sleep(0.02)  # the message is taken; its "250" waits
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
@@ -195,8 +247,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class SmtpServer:
+class SmtpServer(_Holding):
     def __init__(self) -> None:
+        self._init_holding()
         self.lock = threading.Lock()
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
