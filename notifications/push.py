@@ -25,7 +25,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
@@ -182,11 +183,19 @@ def _retry_after(error: exceptions.FirebaseError) -> float | None:
     try:
         return max(float(value), 0.0)
     except ValueError:
-        return None  # an HTTP date: rare from Google, the runner's backoff will do
+        pass
+    try:  # the other form RFC 9110 allows: an HTTP date
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: the runner's own backoff applies
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     targets, states = resolve_targets(envelopes)
+    _log_users_without_devices([e for e in envelopes if not states[e.job_id].targets])
     claims = log.claim_batch([t.delivery for t in targets])
     to_send: list[Target] = []
     for target in targets:
@@ -231,6 +240,21 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
             logger.info("deactivated %d device(s) whose FCM token is no longer valid", deactivated)
 
     return [_outcome(e, states[e.job_id]) for e in envelopes]
+
+
+NO_DEVICE = "no-device"  # the log row's recipient when a user has no active device
+
+
+def _log_users_without_devices(envelopes: list[Envelope]) -> None:
+    """A log row (success false) per job whose users have no active device: nothing was sent,
+    and an operator asking "did Bob get it?" finds why. Once per job, as every log row."""
+    deliveries = [
+        log.Delivery(job_id=e.job_id, user_id=_user_ids(e)[0], type="push", recipient=NO_DEVICE,
+                     title=e.payload.get("title") or "", body=e.payload.get("body") or "")
+        for e in envelopes
+    ]  # fmt: skip
+    rows = log.claim(deliveries)
+    log.record([(row_id, False, "no active device for the user", "") for row_id in rows.values()])
 
 
 Answer = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)

@@ -3,8 +3,10 @@ run by the real runner under RQ (SimpleWorker), with the notification log in Pos
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
+from email.utils import formatdate
 
 import firebase_admin
 import pytest
@@ -152,6 +154,29 @@ def test_quota_exceeded_waits_at_least_a_minute(fcm_server, redis_conn):
     outcome = push.send_batch([envelope("notification.push", fcmToken="quota", title="x", body="y")])[0]
     assert not outcome.ok and not outcome.permanent and outcome.retry_after >= 60
     assert "QUOTA_EXCEEDED" in outcome.error
+
+
+def test_a_retry_after_given_as_an_http_date_is_honoured(fcm_server, redis_conn):
+    in_two_minutes = formatdate(time.time() + 120, usegmt=True)
+    fcm_server.script["later"] = [("UNAVAILABLE", in_two_minutes)]
+    outcome = push.send_batch([envelope("notification.push", fcmToken="later", title="x", body="y")])[0]
+    assert not outcome.ok and not outcome.permanent
+    assert 110 <= outcome.retry_after <= 120, outcome.retry_after
+
+
+def test_a_user_without_an_active_device_gets_a_log_row_saying_so(fcm_server, redis_conn):
+    user = str(uuid.uuid4())
+    device(user, "retired-phone", active=False)
+    job = envelope("notification.push", userId=user, title="New message", body="…")
+    submit(redis_conn, job)
+    work(redis_conn, QUEUE)
+    requeue(redis_conn, [job])  # delivered again: still one row
+    work(redis_conn, QUEUE)
+
+    assert fcm_server.requests == []
+    (row,) = Notification.objects.filter(job_id=job.job_id)
+    assert (row.success, row.error, str(row.user_id)) == (False, "no active device for the user", user)
+    assert JobRun.objects.get(job_id=job.job_id).result == {"sent": 0, "deactivated": 0, "devices": 0}
 
 
 def test_a_redelivered_job_sends_nothing_twice(fcm_server, redis_conn):
