@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.db.models import Q
 from django.utils import timezone
 
 from supworker.envelope import Envelope
@@ -48,6 +49,19 @@ def start(envelopes: list[Envelope], queue: str, rq_job_id: str) -> list[Envelop
         update_fields=_START_FIELDS,
     )
     return pending
+
+
+def unfinished(envelopes: list[Envelope], rq_job_id: str) -> list[Envelope]:
+    """Those of RQ job `rq_job_id` whose record is not settled: neither succeeded nor failed, nor
+    handed by that job to a retry job of their own."""
+    settled = set(
+        JobRun.objects.filter(job_id__in=[e.job_id for e in envelopes])
+        .filter(
+            Q(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]) | Q(status=JobStatus.RETRYING, rq_job_id=rq_job_id)
+        )
+        .values_list("job_id", flat=True)
+    )
+    return [e for e in envelopes if e.job_id not in settled]
 
 
 def finish(outcomes: list[Outcome], statuses: dict[str, str], started: datetime) -> None:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 from rq import Queue, get_current_job
+from rq.job import Job
 from rq.job import JobStatus as RQJobStatus
 from rq.registry import FailedJobRegistry
 from rq.results import Result
@@ -124,3 +125,22 @@ def park_in_failed_registry(queue: Queue, dead: list[tuple[Envelope, Outcome]], 
             # The reason RQ's dashboard shows for a failed job is its failure result.
             Result.create_failure(job, ttl, exc_string=reasons, pipeline=pipe)
             pipe.execute()
+
+
+def give_up(job: Job, reason: str) -> None:
+    """RQ will not run this batch again: each item not finished yet (neither succeeded, failed
+    nor waiting for its own retry) is recorded failed and dead-lettered, so an operator sees it
+    and can requeue it, as any item the runner gives up on."""
+    envelopes = [Envelope.from_dict(item) for item in job.args[0]]
+    try:
+        unfinished = records.unfinished(envelopes, job.id)
+        error = PermanentError(f"given up after {settings.CONFIG.max_retries} retries of its batch: {reason}")
+        outcomes = [Outcome.failure(e, error) for e in unfinished]
+        records.finish(outcomes, {e.job_id: JobStatus.FAILED for e in unfinished}, timezone.now())
+        for envelope, outcome in zip(unfinished, outcomes, strict=True):
+            records.dead_letter(envelope, outcome.error)
+    except Exception:  # PostgreSQL may be what failed: the batch stays in RQ's failed registry
+        log.exception("could not record the items of failed batch %s", job.id)
+        return
+    if unfinished:
+        log.error("batch %s failed for good: %d item(s) dead-lettered: %s", job.id, len(unfinished), reason)

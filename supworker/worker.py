@@ -28,9 +28,12 @@ from __future__ import annotations
 from typing import Any
 
 from rq import Worker as RQWorker
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
+from supworker.enqueue import RUN_BATCH
 from supworker.handlers import load_handlers
+from supworker.runner import give_up
 
 
 class Worker(RQWorker):
@@ -49,6 +52,16 @@ class Worker(RQWorker):
         kwargs.setdefault("job_monitoring_interval", self.heartbeat_interval)
         kwargs.setdefault("maintenance_interval", self.cleanup_interval)
         super().__init__(*args, **kwargs)
+        self.push_exc_handler(_give_up_on_abandoned_batch)
+
+    def handle_job_failure(self, job: Job, queue: Any, *args: Any, **kwargs: Any) -> None:
+        """RQ's failure handling; when RQ will not run a batch again (it raised, or its
+        work-horse died, on every try), its unfinished items are dead-lettered as well."""
+        final = not job.should_retry
+        super().handle_job_failure(job, queue, *args, **kwargs)
+        if final and job.func_name == RUN_BATCH:
+            exc_string = kwargs.get("exc_string") or (args[1] if len(args) > 1 else "")
+            give_up(job, _last_line(exc_string) or "the batch failed")
 
     @property
     def dequeue_timeout(self) -> int:
@@ -72,3 +85,16 @@ class Worker(RQWorker):
         # swallows it and the worker would run on until SIGKILL; the flag stops it at the next turn.
         self._stop_requested = True
         super()._shutdown()
+
+
+def _give_up_on_abandoned_batch(job: Job, exc_type: type | None, *_: Any) -> bool:
+    """An exception handler: a registry cleanup found the batch's whole worker dead, and RQ has no
+    retry left for it (the handler runs before RQ decides)."""
+    if exc_type is AbandonedJobError and not job.should_retry and job.func_name == RUN_BATCH:
+        give_up(job, "abandoned: the worker running it died on every try")
+    return True  # let the other handlers run
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

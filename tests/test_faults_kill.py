@@ -36,7 +36,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 
 from notifications.models import Notification
-from supworker.models import JobRun
+from supworker.models import DeadLetter, JobRun
 from tests.helpers import start_manage, stop, wait_for
 from tests.ingest_fixtures import subprocess_env
 from tests.media_files import large_video, stored_path
@@ -280,6 +280,38 @@ def test_emails_of_a_batch_whose_work_horse_is_killed_arrive_and_only_the_unansw
     rows = Notification.objects.filter(job_id__in=[job.job_id for job in jobs])
     assert rows.count() == EMAILS and all(row.success for row in rows)
     assert {row.provider_message_id for row in rows} == {ids[0] for ids in by_address.values()}
+
+
+@pytest.mark.parametrize("victim", ["work-horse", "whole worker"])
+def test_a_batch_whose_worker_dies_on_its_last_try_is_dead_lettered(
+    smtp_server: SmtpServer, workers, redis_conn, settings, victim
+):
+    """With no retries left, RQ parks the batch in its failed registry (at once when only the
+    horse died; at the next registry cleanup when the whole worker did); its unfinished items
+    must not stay `running` for ever: they are recorded failed and dead-lettered."""
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, max_retries=0)  # the batch's RQ Retry is set at enqueue
+    workers.env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_server.port), "SMTP_SECURITY": "none",
+                    "MAX_RETRIES": "0"}  # fmt: skip
+    job = envelope("notification.email", job_id=f"kill-last-{uuid.uuid4().hex[:6]}", email="last@example.com",
+                   title="New message", body="the last try")  # fmt: skip
+    smtp_server.hold_after(0)
+    worker = workers.start("notifications_high", "notifications", quick=True)
+    submit(redis_conn, job)
+    wait_for(lambda: len(smtp_server.held) == 1, 15, "the e-mail received, its answer held")
+    if victim == "whole worker":
+        kill_whole_worker(worker, work_horse(worker))
+        worker = workers.start("notifications_high", "notifications", quick=True)
+        reason = "abandoned"
+    else:
+        kill_work_horse(work_horse(worker))
+        reason = "Work-horse terminated unexpectedly"
+    smtp_server.release()
+
+    dead = wait_for(lambda: DeadLetter.objects.filter(job_id=job.job_id).first(), RECOVERY_TIMEOUT, "a dead letter")
+    assert reason in dead.error and dead.source == "worker"
+    run = JobRun.objects.get(job_id=job.job_id)
+    assert run.status == "failed" and reason in run.error
+    assert worker.poll() is None, "the worker lives on"
 
 
 # --- SIGTERM, the signal a supervisor sends before its SIGKILL ------------------------------
