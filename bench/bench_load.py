@@ -16,6 +16,7 @@ measure the limit). BENCH_LOAD_JOBS changes the count (e.g. 10000 for a quick lo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -252,10 +253,8 @@ def _rss_mb(group: list[subprocess.Popen]) -> float:
     """Resident memory of the long-lived processes; RQ's work-horses live for one job and are left out."""
     total = 0
     for popen in group:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += psutil.Process(popen.pid).memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total / 2**20
 
 

@@ -55,9 +55,17 @@ def input_url(path: Path) -> str:
     return f"file:{Path(path).resolve()}"
 
 
-def input_options(demuxers: Sequence[str]) -> dict[str, str]:
-    """ffmpeg-python keyword arguments that sandbox one input."""
-    return {"protocol_whitelist": "file", "format_whitelist": ",".join(demuxers)}
+def input_options(demuxers: Sequence[str], max_pixels: int | None = None) -> dict[str, str]:
+    """ffmpeg-python keyword arguments that sandbox one input.
+
+    `max_pixels` makes the decoder refuse any picture larger than that. The size checked from
+    ffprobe is only the first one a stream states: an H.264 stream can switch to a 16384x16384
+    picture mid-way (gigabytes of decoded frames); with the cap such pictures are dropped.
+    """
+    options = {"protocol_whitelist": "file", "format_whitelist": ",".join(demuxers)}
+    if max_pixels:
+        options["max_pixels"] = str(max_pixels)
+    return options
 
 
 def run(args: Sequence[str], deadline: Deadline, what: str) -> bytes:
@@ -80,9 +88,20 @@ def run(args: Sequence[str], deadline: Deadline, what: str) -> bytes:
             process.kill()
             process.wait()
     if process.returncode != 0:
-        message = stderr.decode(errors="replace").strip()
+        message = readable(stderr.decode(errors="replace"))
         raise FFmpegError(f"{what} failed: {_tail(message) or f'exit status {process.returncode}'}")
     return stdout
+
+
+def readable(stderr: str) -> str:
+    """ffmpeg's complaint on one line, without the memory addresses it tags lines with and
+    without our file system paths (the reason reaches the messenger's users)."""
+    lines = [_URL_RE.sub("the file", _ADDRESS_RE.sub("]", line)).strip() for line in stderr.splitlines()]
+    return "; ".join(dict.fromkeys(line for line in lines if line))  # repeated lines once
+
+
+_ADDRESS_RE = re.compile(r" @ 0x[0-9a-f]+\]")
+_URL_RE = re.compile(r"file:/.*?(?=: |;|$)")  # every input and output is given as a file: URL
 
 
 def run_together(runs: Sequence[tuple[Sequence[str], str]], deadline: Deadline) -> list[bytes]:
@@ -118,7 +137,7 @@ def probe(path: Path, demuxers: Sequence[str], deadline: Deadline, kind: str = "
 def _refusal(stderr: str, path: Path, demuxers: Sequence[str], kind: str) -> str:
     """A reason an operator and a user can act on, without our file system paths in it."""
     accepted = ", ".join(demuxers)
-    refused = re.search(r"\[(\w+) @ [^]]*\] Format not on whitelist", stderr)
+    refused = re.search(r"\[(\w+)(?: @ [^]]*)?\] Format not on whitelist", stderr)
     if refused:
         name = refused.group(1)
         return (
@@ -126,7 +145,7 @@ def _refusal(stderr: str, path: Path, demuxers: Sequence[str], kind: str) -> str
             f" (accepted: {accepted})"
         )
     detail = stderr.split(": ", 1)[-1].replace(input_url(path), "the file").replace(str(path), "the file")
-    return f"the file is not a readable {kind} file in an accepted container ({accepted}): {detail.strip()}"
+    return f"the file is not a readable {kind} file in an accepted container ({accepted}): {readable(detail)}"
 
 
 def base_args() -> list[str]:

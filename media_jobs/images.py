@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from media_jobs import ffmpeg, video
-from media_jobs.limits import Deadline, MediaLimits
+from media_jobs.limits import MAX_ANIMATION_PIXELS, Deadline, MediaLimits
 from media_jobs.outputs import Output, Processed
 from media_jobs.placeholders import blurhash_of
 from supworker.handlers import PermanentError
@@ -64,6 +64,7 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
         if _orientation(image) in (5, 6, 7, 8):  # shown turned by a quarter
             original |= {"width": height, "height": width}
         if source_format == "GIF" and getattr(image, "is_animated", False):
+            _check_animation(image)
             return gif_to_mp4(image, source, workdir, limits, deadline)
         decoded, icc = _decode(image, limits.image_max_edge)
 
@@ -98,6 +99,20 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
         ],
         metadata=metadata,
     )
+
+
+def _check_animation(image: Image.Image) -> None:
+    """Refuse an animation bomb from the frame count (read without decoding) before ffmpeg starts."""
+    try:
+        frames = image.n_frames
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise PermanentError(f"the GIF is corrupt or truncated: {exc}") from None
+    pixels = frames * image.width * image.height
+    if pixels > MAX_ANIMATION_PIXELS:
+        raise PermanentError(
+            f"the animation is {frames:,} frames of {image.width}x{image.height} = {pixels:,} pixels,"
+            f" more than the {MAX_ANIMATION_PIXELS:,}-pixel limit for animations"
+        )
 
 
 def _orientation(image: Image.Image) -> int:
@@ -220,7 +235,15 @@ def gif_to_mp4(image: Image.Image, source: Path, workdir: Path, limits: MediaLim
     _save(thumbnail, thumb_path, thumb_format, icc)
 
     media_path = workdir / "animation.mp4"
-    video.encode_h264(source, media_path, ffmpeg.IMAGE_DEMUXERS, limits.image_max_edge, deadline, audio=False)
+    video.encode_h264(
+        source,
+        media_path,
+        ffmpeg.IMAGE_DEMUXERS,
+        limits.image_max_edge,
+        deadline,
+        audio=False,
+        max_pixels=limits.image_max_pixels,
+    )
     info = video.describe_output(media_path, fps=0)  # frame rate: not reported for animations
     metadata = {
         "kind": "image",

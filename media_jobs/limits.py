@@ -21,6 +21,9 @@ MAX_VIDEO_LONG_EDGE = 4096  # "4K": 4096x2160 (DCI) and 3840x2160 (UHD), either 
 MAX_VIDEO_SHORT_EDGE = 2160
 MAX_VIDEO_FPS = 120
 TIMEOUT_MARGIN_SECONDS = 5  # we stop ffmpeg ourselves before RQ kills the work horse
+# Pixels an animated GIF decodes to, all frames together. A GIF may repeat a 1x1 change over a
+# large screen thousands of times: a few kB that would keep ffmpeg busy far past the job's time.
+MAX_ANIMATION_PIXELS = 1_000_000_000
 
 
 @dataclass(frozen=True)

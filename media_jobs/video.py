@@ -48,7 +48,8 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
     media_path, poster_path = workdir / "video.mp4", workdir / "poster.jpg"
     passthrough = can_pass_through(info, limits)
     if passthrough:
-        # Copying decodes nothing, the poster decodes one frame: two short runs side by side.
+        # Copying decodes nothing, the poster decodes one frame: two short runs side by side. A
+        # damaged bitstream is copied as it came (checking every frame would cost a full decode).
         ffmpeg.run_together(
             [
                 (passthrough_args(source, media_path, info), "copying the video"),
@@ -136,8 +137,12 @@ def can_pass_through(info: MediaInfo, limits: MediaLimits) -> bool:
     )
 
 
-def _input(source: Path, demuxers: tuple[str, ...]) -> Any:
-    return ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(demuxers))
+# Pictures beyond 4K are refused from the probe; the decoder refuses any that comes later.
+VIDEO_MAX_PIXELS = MAX_VIDEO_LONG_EDGE * MAX_VIDEO_SHORT_EDGE
+
+
+def _input(source: Path, demuxers: tuple[str, ...], max_pixels: int = VIDEO_MAX_PIXELS) -> Any:
+    return ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(demuxers, max_pixels))
 
 
 def _scale(stream: Any, max_edge: int) -> Any:
@@ -175,7 +180,9 @@ def passthrough_args(source: Path, target: Path, info: MediaInfo) -> list[str]:
 
 def poster_args(source: Path, poster: Path, max_edge: int) -> list[str]:
     # One decoding thread: frame threading would decode several frames before the first comes out.
-    src = ffmpeg_lib.input(ffmpeg.input_url(source), threads=1, **ffmpeg.input_options(ffmpeg.VIDEO_DEMUXERS))
+    src = ffmpeg_lib.input(
+        ffmpeg.input_url(source), threads=1, **ffmpeg.input_options(ffmpeg.VIDEO_DEMUXERS, VIDEO_MAX_PIXELS)
+    )
     still = ffmpeg_lib.output(
         _scale(src.video, max_edge), ffmpeg.input_url(poster), vframes=1, **{"q:v": POSTER_QUALITY}
     )
@@ -183,10 +190,16 @@ def poster_args(source: Path, poster: Path, max_edge: int) -> list[str]:
 
 
 def encode_h264(
-    source: Path, target: Path, demuxers: tuple[str, ...], max_edge: int, deadline: Deadline, audio: bool
+    source: Path,
+    target: Path,
+    demuxers: tuple[str, ...],
+    max_edge: int,
+    deadline: Deadline,
+    audio: bool,
+    max_pixels: int = VIDEO_MAX_PIXELS,
 ) -> None:
     """A plain H.264 transcode (animated GIFs use it), without a poster."""
-    src = _input(source, demuxers)
+    src = _input(source, demuxers, max_pixels)
     streams = [_scale(src.video, max_edge).filter("format", "yuv420p")] + ([src.audio] if audio else [])
     options = X264 | (AAC if audio else {"an": None}) | CLEAN
     ffmpeg.run(_compile(ffmpeg_lib.output(*streams, ffmpeg.input_url(target), **options)), deadline, "encoding")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -18,51 +20,50 @@ _REGISTRY = CollectorRegistry(auto_describe=False)
 _REGISTRY.register(SupworkerCollector())
 
 
+def read_only(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET only, never cached. CSRF-exempt: no cookie authorises anything here, and otherwise
+    CsrfViewMiddleware would answer any other method with 403 before require_GET's 405."""
+    return csrf_exempt(never_cache(require_GET(view)))
+
+
 def _health_response(names: tuple[str, ...] | None = None) -> JsonResponse:
     body = health.report(names)
     return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
 
 
-@never_cache
-@require_GET
+@read_only
 def health_view(request: HttpRequest) -> JsonResponse:
     return _health_response()
 
 
-@never_cache
-@require_GET
+@read_only
 def live(request: HttpRequest) -> JsonResponse:
     """The process answers: nothing else is checked (a restart would not fix a database outage)."""
     return JsonResponse({"status": "ok", "uptime_seconds": health.uptime_seconds()})
 
 
-@never_cache
-@require_GET
+@read_only
 def ready(request: HttpRequest) -> JsonResponse:
     """Ready for traffic when what every request needs answers: PostgreSQL and Redis."""
     return _health_response(health.CRITICAL)
 
 
-@never_cache
-@require_GET
+@read_only
 def queue_metrics(request: HttpRequest) -> JsonResponse:
     return JsonResponse(queues.report())
 
 
-@never_cache
-@require_GET
+@read_only
 def system_metrics(request: HttpRequest) -> JsonResponse:
     return JsonResponse(system.report())
 
 
-@never_cache
-@require_GET
+@read_only
 def job_metrics(request: HttpRequest) -> JsonResponse:
     return JsonResponse(job_stats.report())
 
 
-@never_cache
-@require_GET
+@read_only
 def prometheus(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)
 

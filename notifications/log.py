@@ -39,15 +39,18 @@ registry for an operator's requeue), is at least once, with duplicates bounded a
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from rq import get_current_job
 
 from notifications.models import Notification
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, TransientError
+from supworker.masking import mask_text
 
 # A claim older than this with no outcome belongs to a worker that died: far beyond the 30 s item timeout.
 STALE_CLAIM_SECONDS = 300
@@ -162,6 +165,28 @@ def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
     """
     if not results:
         return
+    delay, deadline = 0.25, time.monotonic() + RECORD_PATIENCE_SECONDS
+    while True:
+        try:
+            _write_outcomes(results)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            # These messages went out: an outcome not written is a message sent again.
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                raise
+            logging.getLogger("supworker.notifications").warning(
+                "cannot record %d outcome(s), retrying in %.1f s: %s", len(results), delay, exc
+            )
+            connection.close()  # never reuse the broken connection; the next query reconnects
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+
+# Long enough for a PostgreSQL restart or failover, well within any batch's RQ timeout.
+RECORD_PATIENCE_SECONDS = 20.0
+
+
+def _write_outcomes(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(
@@ -173,7 +198,7 @@ def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
             [
                 [row_id for row_id, *_ in results],
                 [ok for _, ok, _, _ in results],
-                [error[:2000] for _, _, error, _ in results],
+                [mask_text(error)[:2000] for _, _, error, _ in results],
                 [message_id[:255] for *_, message_id in results],
             ],
         )

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Project-local Redis, RabbitMQ and PostgreSQL for development, tests and `make run`.
 #
-#   scripts/services.sh up      install what is missing (as root), start what is not running
-#   scripts/services.sh down    stop the three servers
-#   scripts/services.sh status  say what runs
+#   scripts/services.sh up [SERVER...]     install what is missing (as root), start what is not running
+#   scripts/services.sh down [SERVER...]   stop the servers (all three by default)
+#   scripts/services.sh status             say what runs
+#   scripts/services.sh install            install the missing Debian packages only
 #   scripts/services.sh rabbitmqctl ARGS...   rabbitmqctl for the project's RabbitMQ node
 #
-# Each server listens on 127.0.0.1 on the project's own ports, keeps its data under var/ and
-# has its own node name, pid file and (for RabbitMQ) its own epmd port, so servers already on
-# the machine on the standard ports are never touched. Running `up` twice is harmless and quick.
+# SERVER is redis, rabbitmq or postgresql. Each server listens on 127.0.0.1 on the project's
+# own ports, keeps its data under var/ and has its own node name, pid file and (for RabbitMQ)
+# its own epmd port, so servers already on the machine on the standard ports are never
+# touched. Running `up` twice is harmless and quick.
+#
+# A second, throw-away set (the fault tests restart theirs) needs other ports, another data
+# directory and another node name:
+#   SUPWORKER_VAR=/tmp/x SUPWORKER_REDIS_PORT=.. SUPWORKER_AMQP_PORT=.. SUPWORKER_AMQP_DIST_PORT=..
+#   SUPWORKER_EPMD_PORT=.. SUPWORKER_RABBIT_NODE=name@localhost scripts/services.sh up redis rabbitmq
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VAR="$ROOT/var"
+VAR="${SUPWORKER_VAR:-$ROOT/var}"
+case "$VAR" in /*) ;; *) VAR="$ROOT/$VAR" ;; esac
+RABBIT_NODE="${SUPWORKER_RABBIT_NODE:-supworker@localhost}"
 REDIS_PORT="${SUPWORKER_REDIS_PORT:-6390}"
 AMQP_PORT="${SUPWORKER_AMQP_PORT:-5690}"
 AMQP_DIST_PORT="${SUPWORKER_AMQP_DIST_PORT:-25690}"
@@ -60,6 +69,12 @@ as_user() {
   if is_root; then runuser -u "$user" -- "$@"; else "$@"; fi
 }
 
+# What tells this set of servers' outside directories apart: the checkout for the default var/,
+# the data directory itself otherwise.
+var_key() {
+  if [ "$VAR" = "$ROOT/var" ]; then printf %s "$ROOT"; else printf %s "$VAR"; fi | md5sum | cut -c1-12
+}
+
 # Where a server that runs as USER keeps its files: var/NAME, or, when USER cannot reach var/
 # (a checkout in a private home directory), a directory outside the checkout that var/NAME
 # links to. Prints the path; creates nothing.
@@ -68,7 +83,7 @@ service_dir() {
   if ! is_root || [ "$user" = root ] || runuser -u "$user" -- test -x "$VAR"; then
     echo "$VAR/$name"
   else
-    echo "/var/tmp/supworker-$(printf %s "$ROOT" | md5sum | cut -c1-12)/$name"
+    echo "/var/tmp/supworker-$(var_key)/$name"
   fi
 }
 
@@ -112,7 +127,7 @@ rabbit_user() {
 
 rabbit_env() {
   local base; base="$(service_dir "$(rabbit_user)" rabbitmq)"
-  export RABBITMQ_NODENAME="supworker@localhost"
+  export RABBITMQ_NODENAME="$RABBIT_NODE"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT="$AMQP_PORT"
   export RABBITMQ_DIST_PORT="$AMQP_DIST_PORT"
@@ -130,9 +145,22 @@ rabbitmqctl_() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
 
 rabbit_running() { rabbitmqctl_ -q status >/dev/null 2>&1; }
 
+# The node is registered with its epmd: it runs, even if a busy machine kept it from answering
+# `status` in time. Starting it again would fail, after deleting its pid file.
+rabbit_registered() {
+  epmd -port "$AMQP_EPMD_PORT" -names 2>/dev/null | grep -q "^name ${RABBITMQ_NODENAME%@*} at port "
+}
+
 rabbit_up() {
   rabbit_env
   if rabbit_running; then log "rabbitmq already running on 127.0.0.1:$AMQP_PORT"; return 0; fi
+  if rabbit_registered; then
+    for _ in $(seq 12); do
+      rabbit_running && { log "rabbitmq already running on 127.0.0.1:$AMQP_PORT"; return 0; }
+      sleep 5
+    done
+    die "node $RABBITMQ_NODENAME is registered with epmd on port $AMQP_EPMD_PORT but does not answer"
+  fi
   local user; user="$(rabbit_user)"
   make_service_dir "$user" rabbitmq
   mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
@@ -156,12 +184,22 @@ EOF
   log "rabbitmq up on 127.0.0.1:$AMQP_PORT (node $RABBITMQ_NODENAME)"
 }
 
+# Our own epmd (on its private port) has no other node to serve. It refuses to die while the
+# node that just stopped is still registered, which lasts a moment after the node is gone.
+epmd_down() {
+  for _ in $(seq 50); do
+    epmd -port "$AMQP_EPMD_PORT" -names >/dev/null 2>&1 || return 0
+    epmd -port "$AMQP_EPMD_PORT" -kill >/dev/null 2>&1 || true
+    sleep 0.1
+  done
+  log "epmd on port $AMQP_EPMD_PORT is still running"
+}
+
 rabbit_down() {
   rabbit_env
-  rabbit_running || { epmd -port "$AMQP_EPMD_PORT" -kill >/dev/null 2>&1 || true; return 0; }
+  rabbit_running || { epmd_down; return 0; }
   rabbitmqctl_ -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 && log "rabbitmq stopped" || true
-  # Our own epmd (on its private port) has no other node to serve.
-  epmd -port "$AMQP_EPMD_PORT" -kill >/dev/null 2>&1 || true
+  epmd_down
 }
 
 # --- PostgreSQL -------------------------------------------------------------------------
@@ -170,7 +208,7 @@ pg_user() { if is_root; then echo postgres; else id -un; fi; }
 pg_socket_dir() {
   # A Unix socket path must stay under ~100 bytes; a deep checkout falls back to /tmp.
   local dir; dir="$(service_dir "$(pg_user)" postgres)/run"
-  if [ "${#dir}" -gt 80 ]; then dir="/tmp/supworker-pg-$(printf %s "$ROOT" | md5sum | cut -c1-12)"; fi
+  if [ "${#dir}" -gt 80 ]; then dir="/tmp/supworker-pg-$(var_key)"; fi
   echo "$dir"
 }
 
@@ -220,12 +258,44 @@ status() {
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && echo "postgresql up   127.0.0.1:$PG_PORT" || echo "postgresql down"
 }
 
-case "${1:-up}" in
-  up) install_packages; redis_up; pg_up; rabbit_up ;;
-  down) rabbit_down; pg_down; redis_down ;;
+# The servers named on the command line (all three when none is), checked.
+servers() {
+  local name
+  [ "$#" -gt 0 ] || set -- redis postgresql rabbitmq
+  for name in "$@"; do
+    case "$name" in
+      redis | rabbitmq | postgresql) echo "$name" ;;
+      *) die "unknown server '$name' (redis, rabbitmq or postgresql)" ;;
+    esac
+  done
+}
+
+up() {
+  local names; names="$(servers "$@")"
+  install_packages
+  mkdir -p "$VAR"  # before service_dir() asks whether the servers' users can reach it
+  for name in $names; do
+    case "$name" in redis) redis_up ;; rabbitmq) rabbit_up ;; postgresql) pg_up ;; esac
+  done
+}
+
+down() {
+  local names; names="$(servers "$@")"
+  # RabbitMQ first, PostgreSQL, Redis last, unless told otherwise.
+  [ "$#" -gt 0 ] || names="rabbitmq postgresql redis"
+  for name in $names; do
+    case "$name" in redis) redis_down ;; rabbitmq) rabbit_down ;; postgresql) pg_down ;; esac
+  done
+}
+
+command="${1:-up}"
+[ "$#" -gt 0 ] && shift
+case "$command" in
+  up) up "$@" ;;
+  down) down "$@" ;;
   status) status ;;
   install) install_packages ;;
   # rabbitmqctl for the project's node, e.g. `services.sh rabbitmqctl list_queues name messages`
-  rabbitmqctl) shift; rabbit_env; rabbitmqctl_ "$@" ;;
-  *) die "usage: $0 up|down|status|install|rabbitmqctl ARGS..." ;;
+  rabbitmqctl) rabbit_env; rabbitmqctl_ "$@" ;;
+  *) die "usage: $0 up [SERVER...]|down [SERVER...]|status|install|rabbitmqctl ARGS... (SERVER: redis, rabbitmq, postgresql)" ;;
 esac

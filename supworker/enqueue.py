@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import django_rq
 from django.conf import settings
 from redis import Redis, WatchError
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 from rq.queue import EnqueueData
@@ -133,8 +135,15 @@ def create_jobs(queue: Queue, job_datas: list[EnqueueData], **overrides) -> list
 
 
 def redis_connection() -> Redis:
-    """The Redis that holds every RQ queue (they all share one)."""
-    return django_rq.get_connection(POLICIES["media.image"].queue)
+    """The Redis that holds every RQ queue (they all share one), failing fast.
+
+    RQ's own connections retry for half a minute to ride out a Redis restart
+    (supworker.queues.REDIS_RETRY); this one is for health checks, counters, rate limits and
+    the shutdown flag, which must answer at once, and for jobs, whose errors are retried.
+    """
+    connection = django_rq.get_connection(POLICIES["media.image"].queue)
+    connection.set_retry(RedisRetry(NoBackoff(), 0))
+    return connection
 
 
 def requeue(connection: Redis, envelopes: list[Envelope]) -> int:

@@ -45,6 +45,29 @@ def unseal(value: str) -> str:
         raise ValueError("sealed field cannot be opened: was DJANGO_SECRET_KEY changed?") from exc
 
 
+def seal_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a message's payload with its secret fields sealed (those already sealed kept)."""
+    sealed = dict(payload)
+    for name in SEALED_FIELDS:
+        value = sealed.get(name)
+        if isinstance(value, str) and not value.startswith(SEAL_PREFIX):
+            sealed[name] = seal(value)
+    return sealed
+
+
+def open_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a message's payload with sealed secret fields opened: what `seal_fields` kept.
+
+    Raises ValueError for a field sealed under another DJANGO_SECRET_KEY.
+    """
+    opened = dict(payload)
+    for name in SEALED_FIELDS:
+        value = opened.get(name)
+        if isinstance(value, str) and value.startswith(SEAL_PREFIX):
+            opened[name] = unseal(value)
+    return opened
+
+
 @dataclass
 class Envelope:
     job_id: str

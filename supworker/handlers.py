@@ -23,6 +23,7 @@ from typing import Any
 from django.utils.module_loading import autodiscover_modules
 
 from supworker.envelope import Envelope
+from supworker.masking import mask_text
 
 
 class PermanentError(Exception):
@@ -56,10 +57,11 @@ class Outcome:
         return cls(
             envelope.job_id,
             False,
-            error=f"{type(exc).__name__}: {exc}",
+            # Providers' errors quote addresses ("554 <bob@…> rejected"): stored masked, as logged.
+            error=mask_text(f"{type(exc).__name__}: {exc}"),
             permanent=isinstance(exc, PermanentError),
             retry_after=getattr(exc, "retry_after", None),
-            traceback="".join(format_exception(exc))[-20_000:] if exc.__traceback__ else "",
+            traceback=mask_text("".join(format_exception(exc))[-20_000:]) if exc.__traceback__ else "",
         )
 
 

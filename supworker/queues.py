@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.backoff import EqualJitterBackoff
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
 
 @dataclass(frozen=True)
 class QueueSpec:
@@ -32,6 +38,42 @@ WORKER_QUEUES: dict[str, list[str]] = {
 }
 
 
+# A Redis restart or failover must not stop the RQ processes: RQ quits on a connection error
+# anywhere but its dequeue loop (waiting for a work-horse, saving a job's result), and a
+# work-horse that cannot save a result leaves its job in StartedJobRegistry. So every command
+# that fails to connect is retried with backoff, for at least 20 s (at most 40 s) in all.
+# OSError too: redis-py retries a refused connect only when its errors include it.
+REDIS_RETRY = Retry(
+    EqualJitterBackoff(cap=4, base=0.25),
+    retries=12,
+    supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),
+)
+
+
+def redis_connection_setting(redis_url: str) -> dict[str, object]:
+    """django-rq's connection settings for `redis_url`, with REDIS_RETRY.
+
+    django-rq builds a client from a URL with no retry at all (redis-py's `from_url` sets
+    none); from HOST/PORT it passes REDIS_CLIENT_KWARGS on. A Unix socket stays a URL.
+    """
+    options = parse_url(redis_url)
+    if "path" in options:
+        return {"URL": redis_url}
+    ssl = options.pop("connection_class", None) is SSLConnection
+    return {
+        "HOST": options.pop("host", "localhost"),
+        "PORT": options.pop("port", 6379),
+        "DB": options.pop("db", 0),
+        "USERNAME": options.pop("username", None),
+        "PASSWORD": options.pop("password", None),
+        "SSL": ssl,
+        "REDIS_CLIENT_KWARGS": {"socket_connect_timeout": 5, "socket_keepalive": True}
+        | options
+        | {"retry": REDIS_RETRY},
+    }
+
+
 def rq_queues_setting(redis_url: str) -> dict[str, dict[str, object]]:
     """django-rq's RQ_QUEUES: every queue on the same Redis, with its default timeout."""
-    return {spec.name: {"URL": redis_url, "DEFAULT_TIMEOUT": spec.default_timeout} for spec in QUEUES}
+    connection = redis_connection_setting(redis_url)
+    return {spec.name: connection | {"DEFAULT_TIMEOUT": spec.default_timeout} for spec in QUEUES}

@@ -14,6 +14,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 from rq import Queue, get_current_job
 from rq.job import Job
@@ -33,6 +34,9 @@ log = logging.getLogger("supworker.runner")
 
 
 def run_batch(items: list[dict]) -> dict[str, int]:
+    # A worker that does not fork (SimpleWorker, a pre-warmed pool) keeps its connection from
+    # one job to the next: drop it if it broke, and have it health-checked before its first use.
+    close_old_connections()
     job = get_current_job()
     queue = Queue(job.origin, connection=job.connection)
     envelopes = [Envelope.from_dict(item) for item in items]

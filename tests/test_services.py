@@ -1,11 +1,16 @@
-"""`make services` is idempotent: a second run keeps the running servers and their data."""
+"""`make services` is idempotent: a second run keeps the running servers and their data; a
+second set of servers (other ports, data directory, node name) runs beside it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.ingest_fixtures import free_port
 from tests.testenv import ROOT
 
 pytestmark = pytest.mark.slow
@@ -40,3 +45,41 @@ def test_running_make_services_twice_is_harmless(redis_conn):
 
     status = subprocess.run(["scripts/services.sh", "status"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert status.stdout.count(" up ") == 3
+
+
+def test_a_throwaway_set_of_servers_starts_and_stops_one_server_at_a_time(tmp_path, redis_conn):
+    """What the fault tests do: a Redis of their own (own port and data directory), restarted
+    with its AOF, while the shared servers keep running untouched."""
+    port = free_port()
+    env = os.environ | {
+        "SUPWORKER_VAR": str(tmp_path / "var"),
+        "SUPWORKER_REDIS_PORT": str(port),
+        "SUPWORKER_AMQP_PORT": str(free_port()),
+        "SUPWORKER_EPMD_PORT": str(free_port()),
+        "SUPWORKER_RABBIT_NODE": f"supworker-services-test-{port}@localhost",
+        "SUPWORKER_PG_PORT": str(free_port()),
+    }
+
+    def services(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["scripts/services.sh", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    assert services("up", "redis").returncode == 0
+    try:
+        own = Redis(port=port)
+        own.set("survives:restart", "yes")
+        status = services("status").stdout
+        assert f"redis      up   127.0.0.1:{port}" in status and status.count(" up ") == 1, status
+        assert (tmp_path / "var/redis/appendonlydir").is_dir()
+
+        assert services("down", "redis").returncode == 0
+        with pytest.raises(RedisConnectionError):
+            own.ping()
+        assert redis_conn.ping(), "the shared Redis keeps running"
+        assert services("up", "redis").returncode == 0
+        assert own.get("survives:restart") == b"yes", "the AOF brought the data back"
+    finally:
+        services("down", "redis")
+
+    wrong = services("up", "memcached")
+    assert wrong.returncode != 0 and "unknown server 'memcached'" in wrong.stderr

@@ -38,9 +38,9 @@ from redis import Redis, RedisError
 from monitoring.shutdown import requested_since
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
-from supworker.masking import mask_payload
+from supworker.masking import dead_letter_body, mask_payload
 from supworker.models import DeadLetter
-from supworker.payloads import InvalidMessage, parse_message
+from supworker.payloads import InvalidMessage, parse_message, usable_message_id
 from supworker.policy import POLICIES
 from supworker.rabbit import topology
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
@@ -77,7 +77,9 @@ class Stats:
 
 
 class Backoff:
-    def __init__(self, first: float = 0.5, ceiling: float = 30.0):
+    # The ceiling bounds how long messages wait after RabbitMQ or Redis is back: a broker
+    # restart takes 10-30 s, and a refused connection costs the server nothing.
+    def __init__(self, first: float = 0.5, ceiling: float = 10.0):
         self.first, self.ceiling, self.tries = first, ceiling, 0
 
     def next(self) -> float:
@@ -117,7 +119,6 @@ class Consumer:
     def run(self) -> None:
         backoff = Backoff()
         log.info("consumer %s starting; prefetch %d", self.name, self.batch_limit)
-        self.redis.sadd(CONSUMERS_KEY, self.name)
         while not self._stopping.is_set():
             try:
                 self._consume(backoff)
@@ -134,6 +135,9 @@ class Consumer:
         log.info("consumer %s stopped: %s", self.name, self._stats_line())
 
     def _consume(self, backoff: Backoff) -> None:
+        # Registered on every (re)connection: a consumer started while Redis is down waits for
+        # it instead of dying, and one whose Redis lost its data appears again.
+        self.redis.sadd(CONSUMERS_KEY, self.name)
         params = pika.URLParameters(self.config.rabbitmq_url)
         params.heartbeat = 30
         params.client_properties = {"connection_name": f"supworker consumer {self.name}"}
@@ -248,7 +252,7 @@ class Consumer:
     def _identity(self, job_id: str | None, delivery: Delivery) -> tuple[str, str, int]:
         """The job id, its deduplication key and how long that key is remembered."""
         job_id = job_id or delivery.properties.message_id
-        if job_id and len(job_id) <= 128:
+        if usable_message_id(job_id):  # a publisher's message_id may hold anything
             return job_id, f"id:{job_id}", self.config.job_dedup_ttl
         fingerprint = hashlib.sha256(delivery.routing_key.encode() + b"\0" + delivery.body).hexdigest()
         return uuid.uuid4().hex, f"fp:{fingerprint}", REDELIVERY_WINDOW
@@ -270,9 +274,14 @@ class Consumer:
         properties = pika.BasicProperties(
             content_type=delivery.properties.content_type, delivery_mode=2, headers=headers
         )
-        # Confirmed publish: if it does not reach RabbitMQ, this raises and nothing is acked.
+        # Confirmed publish: if it does not reach RabbitMQ, this raises and nothing is acked. Secret
+        # fields are sealed (the fixed message can be republished as is), other text masked.
         self._dead_channel.basic_publish(
-            topology.dead_letter_exchange(), delivery.routing_key, delivery.body, properties, mandatory=True
+            topology.dead_letter_exchange(),
+            delivery.routing_key,
+            dead_letter_body(delivery.body),
+            properties,
+            mandatory=True,
         )
         self._record_dead_letter(delivery, reason)
 
@@ -285,7 +294,7 @@ class Consumer:
                 job_id=str(payload.get("jobId", ""))[:128] if isinstance(payload, dict) else "",
                 job_type=delivery.source.domain,
                 source=DeadLetter.Source.CONSUMER,
-                routing_key=delivery.routing_key,
+                routing_key=str(delivery.routing_key).replace("\x00", "\ufffd"),  # a key may hold NUL
                 payload=mask_payload(payload),
                 error=reason,
             )
@@ -336,8 +345,10 @@ def _readable(body: bytes) -> object:
     PostgreSQL's jsonb refuses NUL characters, which hostile messages do contain.
     """
     try:
-        return json.loads(json.dumps(json.loads(body)).replace("\\u0000", "\\ufffd"))
-    except ValueError:
+        # Neither NaN nor a lone surrogate (replaced by "?") can go into jsonb either.
+        text = json.dumps(json.loads(body), ensure_ascii=False, allow_nan=False)
+        return json.loads(text.replace("\\u0000", "\\ufffd").encode(errors="replace"))
+    except (ValueError, RecursionError):  # hostile bodies nest JSON thousands deep
         preview = body[:200].decode("utf-8", "replace")
         masked = "".join("#" if c.isdigit() else "?" if not c.isprintable() else c for c in preview)
         return {"bytes": len(body), "preview": masked}
