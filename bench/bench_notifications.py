@@ -2,7 +2,8 @@
 
 - push: 10,000 `notification.push` messages published to RabbitMQ, consumed by supworker's
   consumer, run by RQ workers (batches of 500, firebase-admin `send`, 100 in flight, each
-  answer recorded as it arrives) against a local FCM HTTP v1 server, every delivery logged in `notifications`; against the naive design
+  answer recorded as it arrives) against a local FCM HTTP v1 server, every delivery logged in
+  `notifications`; against the naive design
   (one RQ job per notification, each calling firebase-admin `send` once and writing its row).
   Targets: at least 1,000 notifications/s and at least 10 times the naive design.
 - e-mail: `notification.email` messages the same way, to a local SMTP server (one connection
