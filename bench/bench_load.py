@@ -36,7 +36,7 @@ from PIL import Image
 from redis import Redis
 
 from bench.bench_ingest import _with_db
-from bench.bench_notifications import PROJECT, TOKEN, _serve_fcm, _serve_smtp, _start_server
+from bench.bench_notifications import PROJECT, TOKEN, _serve_fcm, _serve_smtp, _start_server, _stop
 from bench.table import Table
 
 JOBS = int(os.environ.get("BENCH_LOAD_JOBS", "100000"))
@@ -301,16 +301,6 @@ def _redis_keys(redis: Redis) -> dict[str, object]:
         longest = max(longest, ttl)
     return {"keys": keys, "without_ttl": sorted(without_ttl), "longest_ttl_h": longest / 3600,
             "mb": redis.info("memory")["used_memory"] / 2**20}  # fmt: skip
-
-
-def _stop(group: list[subprocess.Popen]) -> None:
-    for process in group:
-        process.terminate()
-    for process in group:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _table(samples: list[Sample], elapsed: float, outcomes: dict[str, int], redis_after: dict) -> Table:
