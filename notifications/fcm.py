@@ -30,6 +30,8 @@ GOOGLE_ENDPOINT = "https://fcm.googleapis.com"
 # keep only one retry of a connection that failed before the request went out.
 _NO_STATUS_RETRIES = Retry(total=1, connect=1, read=0, status=0, redirect=0, raise_on_status=False)
 _lock = threading.Lock()
+# Push requests in flight at once per batch (notifications/push.py): each needs a pooled connection.
+SEND_THREADS = 100
 
 
 class StaticTokenCredential(credentials.Base):
@@ -100,8 +102,10 @@ def app() -> firebase_admin.App:
 def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str) -> None:
     service = messaging._get_messaging_service(fcm_app)  # private: see the module docstring
     service._fcm_url = send_url(endpoint, project)
-    # One pool large enough for send_each's threads (up to 100 per batch), without status retries.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=100, max_retries=_NO_STATUS_RETRIES)
+    # One pool with a connection for every sending thread, without status retries.
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=4, pool_maxsize=SEND_THREADS, max_retries=_NO_STATUS_RETRIES
+    )
     session = service._client.session
     session.mount(endpoint.rstrip("/") + "/", adapter)
     # requests re-reads the proxy and CA variables from os.environ on every request: about

@@ -52,6 +52,9 @@ from supworker.envelope import Envelope
 from supworker.handlers import Outcome, TransientError
 from supworker.masking import mask_text
 
+logger = logging.getLogger("supworker.notifications")
+# Long enough for a PostgreSQL restart or failover, well within any batch's RQ timeout.
+RECORD_PATIENCE_SECONDS = 20.0
 # A claim older than this with no outcome belongs to a worker that died: far beyond the 30 s item timeout.
 STALE_CLAIM_SECONDS = 300
 # A delivery another worker is sending right now is looked at again after this long.
@@ -174,16 +177,10 @@ def record(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
             # These messages went out: an outcome not written is a message sent again.
             if connection.in_atomic_block or time.monotonic() + delay > deadline:
                 raise
-            logging.getLogger("supworker.notifications").warning(
-                "cannot record %d outcome(s), retrying in %.1f s: %s", len(results), delay, exc
-            )
+            logger.warning("cannot record %d outcome(s), retrying in %.1f s: %s", len(results), delay, exc)
             connection.close()  # never reuse the broken connection; the next query reconnects
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
-
-
-# Long enough for a PostgreSQL restart or failover, well within any batch's RQ timeout.
-RECORD_PATIENCE_SECONDS = 20.0
 
 
 def _write_outcomes(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:

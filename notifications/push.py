@@ -39,8 +39,6 @@ from supworker.handlers import Outcome, PermanentError, TransientError
 
 logger = logging.getLogger("notifications.push")
 
-# Requests in flight at once: the size of the HTTP connection pool (notifications/fcm.py).
-SEND_THREADS = 100
 QUOTA_MIN_RETRY_AFTER = 60.0
 
 # These codes mean the token will never work again: stop sending to it.
@@ -261,7 +259,7 @@ Answer = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, 
 
 
 def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Answer]]:
-    """Send every target, SEND_THREADS at a time; yields the answers that arrived since the last
+    """Send every target, fcm.SEND_THREADS at a time; yields the answers that arrived since the last
     yield, so the caller records them while the other requests are still out."""
     if fcm_app is None:  # development without FCM settings: say what would be sent
         for target in targets:
@@ -271,7 +269,7 @@ def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Answer]]:
         yield [(target, "console", None) for target in targets]
         return
     messages = [build_message(t.envelope, t.token) for t in targets]  # a ValueError here sends nothing
-    with ThreadPoolExecutor(max_workers=min(len(targets), SEND_THREADS), thread_name_prefix="fcm") as pool:
+    with ThreadPoolExecutor(max_workers=min(len(targets), fcm.SEND_THREADS), thread_name_prefix="fcm") as pool:
         futures: dict[Future, Target] = {
             pool.submit(_send_one, fcm_app, message): target for target, message in zip(targets, messages, strict=True)
         }

@@ -54,13 +54,14 @@ class Worker(RQWorker):
         super().__init__(*args, **kwargs)
         self.push_exc_handler(_give_up_on_abandoned_batch)
 
-    def handle_job_failure(self, job: Job, queue: Any, *args: Any, **kwargs: Any) -> None:
+    def handle_job_failure(
+        self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
+    ) -> None:
         """RQ's failure handling; when RQ will not run a batch again (it raised, or its
         work-horse died, on every try), its unfinished items are dead-lettered as well."""
         final = not job.should_retry
-        super().handle_job_failure(job, queue, *args, **kwargs)
+        super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
         if final and job.func_name == RUN_BATCH:
-            exc_string = kwargs.get("exc_string") or (args[1] if len(args) > 1 else "")
             give_up(job, _last_line(exc_string) or "the batch failed")
 
     @property
