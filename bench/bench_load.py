@@ -63,7 +63,7 @@ def _serve_sms(port_out) -> None:
 
     server = SmsServer(key=SMS_KEY, secret=SMS_SECRET)
     server.start()
-    port_out.put(server.httpd.server_address[1])
+    port_out.put(server.port)
     server.thread.join()
 
 

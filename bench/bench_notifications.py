@@ -88,7 +88,7 @@ def _serve_fcm(port_out) -> None:
 
     server = FcmServer(token=TOKEN, keep_requests=False)
     server.start()
-    port_out.put(server.httpd.server_address[1])
+    port_out.put(server.port)
     server.thread.join()
 
 
@@ -97,7 +97,7 @@ def _serve_smtp(port_out) -> None:
 
     from tests.notification_servers import SmtpServer
 
-    server = SmtpServer()
+    server = SmtpServer(keep_messages=False)
     server.start()
     port_out.put(server.port)
     threading.Event().wait()
