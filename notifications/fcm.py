@@ -1,4 +1,4 @@
-"""firebase-admin, set up from supworker's settings: credentials, endpoint and HTTP pool.
+"""firebase-admin, set up from supworker's settings: credentials, endpoint and HTTP transport.
 
 Two credential modes: the service account (FIREBASE_PROJECT_ID, FIREBASE_CLIENT_EMAIL,
 FIREBASE_PRIVATE_KEY) in production, or a static bearer token (FCM_ACCESS_TOKEN with
@@ -9,6 +9,9 @@ the private `_MessagingService.FCM_URL`, formatted into each service's `_fcm_url
 attribute on our app's service when FCM_ENDPOINT is not Google's. This relies on
 firebase-admin 7.7.0's internals, which is why requirements.txt pins it and
 tests/test_notifications_push.py checks the override.
+
+The SDK's requests session carries each push over libcurl (notifications/curl_adapter.py)
+unless FCM_HTTP_CLIENT=requests; neither retries a status, the runner does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import requests
 from django.conf import settings
 from firebase_admin import credentials, messaging
 from urllib3.util.retry import Retry
+
+from notifications.curl_adapter import CurlAdapter
 
 GOOGLE_ENDPOINT = "https://fcm.googleapis.com"
 # The SDK's own adapter retries 500/503 up to 4 times, sleeping for the whole Retry-After
@@ -72,7 +77,14 @@ def app() -> firebase_admin.App:
         )
     project = project_id()
     identity = "|".join(
-        [project, config.fcm_endpoint, config.fcm_access_token, config.firebase_client_email, str(config.fcm_timeout_s)]
+        [
+            project,
+            config.fcm_endpoint,
+            config.fcm_access_token,
+            config.firebase_client_email,
+            str(config.fcm_timeout_s),
+            config.fcm_http_client,
+        ]
     )
     name = "supworker-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
     with _lock:
@@ -95,18 +107,22 @@ def app() -> firebase_admin.App:
         fcm_app = firebase_admin.initialize_app(
             credential, {"projectId": project, "httpTimeout": config.fcm_timeout_s}, name=name
         )
-        _configure_service(fcm_app, config.fcm_endpoint, project)
+        _configure_service(fcm_app, config.fcm_endpoint, project, config.fcm_http_client)
         return fcm_app
 
 
-def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str) -> None:
+def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str, http_client: str) -> None:
     service = messaging._get_messaging_service(fcm_app)  # private: see the module docstring
     service._fcm_url = send_url(endpoint, project)
-    # One pool with a connection for every sending thread, without status retries.
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=4, pool_maxsize=SEND_THREADS, max_retries=_NO_STATUS_RETRIES
-    )
     session = service._client.session
+    adapter: requests.adapters.BaseAdapter
+    if http_client == "curl":
+        adapter = CurlAdapter()  # see notifications/curl_adapter.py; libcurl retries nothing by itself
+    else:
+        # One pool with a connection for every sending thread, without status retries.
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=SEND_THREADS, max_retries=_NO_STATUS_RETRIES
+        )
     session.mount(endpoint.rstrip("/") + "/", adapter)
     # requests re-reads the proxy and CA variables from os.environ on every request: about
     # 40 % of the client's CPU per push. Read them once, here, and stop looking.

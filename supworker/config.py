@@ -124,6 +124,7 @@ class Config:
     fcm_project_id: str
     fcm_timeout_s: int
     fcm_ttl_s: int
+    fcm_http_client: str  # curl (libcurl under firebase-admin) or requests (the SDK's own adapter)
     email_rate_per_second: int
     sms_rate_per_second: int
     email_backend: str  # Django dotted path, or "" to choose by SMTP_HOST (supworker/settings.py)
@@ -334,6 +335,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         fcm_project_id=env.str("FCM_PROJECT_ID"),
         fcm_timeout_s=env.int("FCM_TIMEOUT_SECONDS", 10, 1, 120),
         fcm_ttl_s=env.int("FCM_TTL_SECONDS", 86400, 0, 28 * 86400),
+        fcm_http_client=env.choice("FCM_HTTP_CLIENT", choices={"curl": "curl", "requests": "requests"}, default="curl"),
         email_rate_per_second=env.int("EMAIL_RATE_PER_SECOND", 50, 0, 100_000),
         sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
         email_backend=_email_backend(env),

@@ -31,6 +31,8 @@ import uvicorn
 import uvloop
 from aiosmtpd.controller import Controller
 
+from tests.tls_certs import ServerCertificate
+
 FCM_STATUS = {
     "UNREGISTERED": (404, "NOT_FOUND"),
     "INVALID_ARGUMENT": (400, "INVALID_ARGUMENT"),
@@ -130,8 +132,14 @@ class FcmServer(_Holding):
     each request, this one about a third of that.
     """
 
-    def __init__(self, token: str = "loopback-static-token", keep_requests: bool = True):  # noqa: S107 - a test token
+    def __init__(
+        self,
+        token: str = "loopback-static-token",  # noqa: S107 - a test token
+        keep_requests: bool = True,
+        tls: ServerCertificate | None = None,
+    ):
         self.token = token
+        self.tls = tls  # serve HTTPS with this certificate
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.attempts: dict[str, int] = defaultdict(int)
@@ -146,10 +154,11 @@ class FcmServer(_Holding):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             self._app, interface="asgi3", http="httptools", loop="uvloop", lifespan="off",
             access_log=False, log_level="warning", backlog=1024, timeout_keep_alive=60,
+            ssl_certfile=str(self.tls.cert) if self.tls else None, ssl_keyfile=str(self.tls.key) if self.tls else None,
         )  # fmt: skip
         self._uvicorn = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [listener]}, daemon=True)

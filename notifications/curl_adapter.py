@@ -1,0 +1,139 @@
+"""A requests transport adapter on libcurl (pycurl), mounted on firebase-admin's HTTP session.
+
+firebase-admin sends every push as one HTTP request through its requests session. With
+requests' own adapter, urllib3 and http.client parse each exchange in Python: about 0.6 ms
+of CPU per push here, half of what a push costs the worker. libcurl does the same exchange in
+C and releases the GIL meanwhile, so the sending threads really run in parallel. The SDK still
+builds, authorises and sends each message and turns every answer into its own exceptions; only
+the socket work moves.
+
+Curl handles are pooled: a request takes an idle one (and its kept-alive connection) or makes
+one, and gives it back after; so there are as many as requests were ever in flight at once.
+Errors are raised as the requests exceptions the SDK expects from its adapter: Timeout,
+SSLError, ConnectionError.
+"""
+
+from __future__ import annotations
+
+import threading
+from io import BytesIO
+from typing import Any
+
+import certifi
+import pycurl
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
+
+_TIMEOUT_CODES = {pycurl.E_OPERATION_TIMEDOUT}
+_CONNECT_CODES = {pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY}
+_SSL_CODES = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE}
+
+
+class CurlAdapter(BaseAdapter):
+    """`session.mount(prefix, CurlAdapter())`: requests through libcurl, one handle per thread."""
+
+    def __init__(self, proxy: str = "") -> None:
+        super().__init__()
+        self.proxy = proxy  # "" : no proxy, whatever the environment says (the session decides)
+        self._idle: list[pycurl.Curl] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> pycurl.Curl:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()  # the most recently used: its connection is the likeliest alive
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.NOSIGNAL, 1)  # timeouts without SIGALRM: requests come from threads
+        curl.setopt(pycurl.TCP_NODELAY, 1)
+        return curl
+
+    def _give_back(self, curl: pycurl.Curl) -> None:
+        with self._lock:
+            self._idle.append(curl)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        curl = self._take()
+        try:
+            return self._exchange(curl, request, timeout, verify, proxies)
+        finally:
+            self._give_back(curl)
+
+    def _exchange(
+        self, curl: pycurl.Curl, request: requests.PreparedRequest, timeout: Any, verify: bool | str, proxies: Any
+    ) -> requests.Response:
+        body = request.body.encode() if isinstance(request.body, str) else (request.body or b"")
+        received = BytesIO()
+        header_lines: list[bytes] = []
+        curl.setopt(pycurl.URL, request.url)
+        curl.setopt(pycurl.CUSTOMREQUEST, request.method)
+        if request.method in ("POST", "PUT", "PATCH") or body:
+            curl.setopt(pycurl.POSTFIELDS, body)
+        else:
+            curl.setopt(pycurl.HTTPGET, 1)
+        # "Expect:" stops libcurl waiting for a 100 Continue before bodies over 1 KiB.
+        headers = [f"{name}: {value}" for name, value in request.headers.items()] + ["Expect:"]
+        curl.setopt(pycurl.HTTPHEADER, headers)
+        curl.setopt(pycurl.WRITEDATA, received)
+        curl.setopt(pycurl.HEADERFUNCTION, header_lines.append)
+        connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, int((connect_s or 300) * 1000))
+        # libcurl's limit is on the whole exchange; requests' read timeout is per read.
+        curl.setopt(pycurl.TIMEOUT_MS, int(((connect_s or 0) + (read_s or 300)) * 1000))
+        curl.setopt(pycurl.SSL_VERIFYPEER, 1 if verify else 0)
+        curl.setopt(pycurl.SSL_VERIFYHOST, 2 if verify else 0)
+        curl.setopt(pycurl.CAINFO, verify if isinstance(verify, str) else certifi.where())
+        scheme = request.url.split(":", 1)[0].lower()
+        curl.setopt(pycurl.PROXY, (proxies or {}).get(scheme) or self.proxy)
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            raise _requests_error(exc, request) from exc
+        return self._response(request, curl.getinfo(pycurl.RESPONSE_CODE), header_lines, received.getvalue())
+
+    @staticmethod
+    def _response(request: requests.PreparedRequest, status: int, lines: list[bytes], body: bytes) -> requests.Response:
+        response = requests.Response()
+        response.status_code = status
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        for raw in lines:
+            line = raw.decode("iso-8859-1").rstrip("\r\n")
+            if line.startswith("HTTP/"):  # a new response (after a 100 Continue): start again
+                headers = CaseInsensitiveDict()
+                response.reason = line.split(" ", 2)[2] if line.count(" ") >= 2 else ""
+            elif ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip()] = value.strip()
+        response.headers = headers
+        response.encoding = get_encoding_from_headers(headers)
+        response._content = body
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for curl in idle:
+            curl.close()
+
+
+def _requests_error(exc: pycurl.error, request: requests.PreparedRequest) -> requests.RequestException:
+    code, message = exc.args[0], exc.args[1] if len(exc.args) > 1 else ""
+    text = f"libcurl error {code}: {message}"
+    if code in _TIMEOUT_CODES:
+        return requests.exceptions.Timeout(text, request=request)
+    if code in _SSL_CODES:
+        return requests.exceptions.SSLError(text, request=request)
+    if code in _CONNECT_CODES:
+        return requests.exceptions.ConnectionError(text, request=request)
+    return requests.exceptions.ConnectionError(text, request=request)

@@ -1,0 +1,131 @@
+"""What carries firebase-admin's requests (FCM_HTTP_CLIENT): libcurl by default, requests' own
+adapter as the fallback. Both against the loopback FCM server, over HTTP and over HTTPS with a
+private CA, and when the server is slow or not there at all: the SDK must see the same answers
+and the same errors either way."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+from firebase_admin import messaging
+
+from notifications import fcm, push
+from notifications.curl_adapter import CurlAdapter
+from tests.notification_helpers import envelope
+from tests.notification_servers import FcmServer
+from tests.tls_certs import loopback_certificate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+CLIENTS = ["curl", "requests"]
+
+
+@pytest.fixture
+def use_server(settings):
+    """Point supworker's FCM settings at a server, with the given HTTP client."""
+
+    def use(server: FcmServer | None, client: str, url: str = "", timeout_s: int = 10) -> None:
+        settings.CONFIG = dataclasses.replace(
+            settings.CONFIG,
+            fcm_endpoint=url or server.url,
+            fcm_access_token=server.token if server else "loopback-static-token",
+            fcm_project_id="sup-transport",
+            fcm_http_client=client,
+            fcm_timeout_s=timeout_s,
+        )
+
+    return use
+
+
+def push_to(token: str):
+    return envelope("notification.push", fcmToken=token, title="Alice", body="Hi there", data={"chatId": "7"})
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_each_client_delivers_the_sdk_request_unchanged_and_reads_the_answer(client, use_server):
+    server = FcmServer()
+    server.start()
+    try:
+        use_server(server, client)
+        (outcome,) = push.send_batch([push_to("tok-a")])
+        session = messaging._get_messaging_service(fcm.app())._client.session
+        mounted = session.get_adapter(fcm.send_url(server.url, "sup-transport"))
+    finally:
+        server.stop()
+
+    assert isinstance(mounted, CurlAdapter) == (client == "curl")
+    assert outcome.ok, outcome.error
+    (request,) = server.requests
+    assert request["project"] == "sup-transport"
+    assert request["headers"]["authorization"] == f"Bearer {server.token}"
+    assert request["headers"]["content-type"] == "application/json"
+    assert request["headers"]["x-goog-api-format-version"] == "2"
+    assert "expect" not in request["headers"], "no 100-continue round trip before the body"
+    assert request["message"]["token"] == "tok-a" and request["message"]["data"] == {"chatId": "7"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_fcm_error_reaches_the_sdk_with_its_status_code_and_retry_after(client, use_server):
+    server = FcmServer()
+    server.start()
+    server.script["busy"] = [("UNAVAILABLE", 7)]
+    server.script["gone"] = ["UNREGISTERED"]
+    try:
+        use_server(server, client)
+        busy, gone = push.send_batch([push_to("busy"), push_to("gone")])
+    finally:
+        server.stop()
+    assert not busy.ok and not busy.permanent and busy.retry_after == 7 and "UNAVAILABLE" in busy.error
+    assert not gone.ok and gone.permanent and "UNREGISTERED" in gone.error
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_server_that_does_not_answer_in_time_is_a_retried_deadline(client, use_server):
+    server = FcmServer()
+    server.start()
+    server.hold_after(0)  # takes the request, never answers
+    try:
+        use_server(server, client, timeout_s=1)
+        (outcome,) = push.send_batch([push_to("slow")])
+    finally:
+        server.stop()
+    assert server.attempts["slow"] == 1
+    assert not outcome.ok and not outcome.permanent
+    assert "DEADLINE_EXCEEDED" in outcome.error, outcome.error
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_endpoint_nobody_listens_on_is_retried_as_unavailable(client, use_server):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens once the probe is closed
+    use_server(None, client, url=f"http://127.0.0.1:{closed_port}")
+    (outcome,) = push.send_batch([push_to("nobody")])
+    assert not outcome.ok and not outcome.permanent
+    assert "UNAVAILABLE" in outcome.error, outcome.error
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_https_is_verified_against_the_configured_ca_bundle(client, use_server, tmp_path, monkeypatch):
+    certificate = loopback_certificate(tmp_path)
+    trusted, untrusted = FcmServer(tls=certificate), FcmServer(tls=certificate)
+    trusted.start()
+    untrusted.start()
+    try:
+        # The CA bundle is read when the app is made (notifications/fcm.py), as in production.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate.ca))
+        use_server(trusted, client)
+        (accepted,) = push.send_batch([push_to("over-tls")])
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        use_server(untrusted, client)  # another endpoint: another app, with the public CAs only
+        (refused,) = push.send_batch([push_to("forged")])
+    finally:
+        trusted.stop()
+        untrusted.stop()
+
+    assert trusted.url.startswith("https://") and accepted.ok, accepted.error
+    assert trusted.attempts["over-tls"] == 1
+    assert not refused.ok and not refused.permanent, "a certificate problem may be fixed: retried"
+    assert untrusted.attempts["forged"] == 0, "nothing is sent to a server whose certificate is not trusted"
