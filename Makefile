@@ -45,7 +45,7 @@ run: admin
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -c $(CONCURRENCY)
 
 bench: migrate
-	@scripts/ensure_packages.sh vipsthumbnail=libvips-tools ffmpeg=ffmpeg
+	@scripts/ensure_packages.sh vipsthumbnail=libvips-tools ffmpeg=ffmpeg smtp-sink=postfix
 	$(BIN)/python -m bench
 
 lint: venv

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from notifications import email, push, sms
+from notifications import email, fcm, push, rendering, sms
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome, handles_batch
+from supworker.handlers import Outcome, before_fork, handles_batch
 
 
 @handles_batch("notification.push")
@@ -25,3 +25,15 @@ def send_otp_emails(envelopes: list[Envelope]) -> list[Outcome]:
 @handles_batch("notification.sms")
 def send_sms(envelopes: list[Envelope]) -> list[Outcome]:
     return sms.send_batch(envelopes)
+
+
+# Done in the RQ worker before it forks: each work-horse inherits them instead of making them per job.
+@before_fork
+def prepare_fcm() -> None:
+    if fcm.configured():
+        fcm.prepare()
+
+
+@before_fork
+def compile_email_templates() -> None:
+    rendering.load_templates()

@@ -11,9 +11,11 @@ from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
-from django.template.loader import render_to_string
+from django.template.loader import get_template, render_to_string
 
 DEFAULT_BRAND = "SUP Messenger"
+TEMPLATES = ("notification", "otp")
+PARTS = ("subject.txt", "txt", "html")
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,10 @@ def render(name: str, context: dict[str, Any]) -> RenderedEmail:
         text=render_to_string(f"emails/{name}.txt", context).strip() + "\n",
         html=render_to_string(f"emails/{name}.html", context),
     )
+
+
+def load_templates() -> None:
+    """Compile every e-mail template into Django's cached loader (a no-op once they are there)."""
+    for name in TEMPLATES:
+        for part in PARTS:
+            get_template(f"emails/{name}.{part}")

@@ -8,6 +8,9 @@ A domain app's `jobs.py` registers its handlers at import:
     @handles_batch("notification.push")
     def send_pushes(envelopes: list[Envelope]) -> list[Outcome]: ...   # a whole batch at once
 
+A `jobs.py` may also register work for the worker process itself (`@before_fork`): done once
+before it forks work-horses, each horse inherits the result instead of redoing it per job.
+
 A handler raises PermanentError for what can never succeed (bad payload, corrupt media, an
 unregistered token): the item is dead-lettered at once. Anything else it raises is transient
 (network, 5xx, 429, a broker restart): the item is retried with backoff, then dead-lettered.
@@ -15,6 +18,7 @@ unregistered token): the item is dead-lettered at once. Anything else it raises 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from traceback import format_exception
@@ -24,6 +28,8 @@ from django.utils.module_loading import autodiscover_modules
 
 from supworker.envelope import Envelope
 from supworker.masking import mask_text
+
+logger = logging.getLogger("supworker.handlers")
 
 
 class PermanentError(Exception):
@@ -95,6 +101,27 @@ def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[En
         return fn
 
     return register
+
+
+_BEFORE_FORK: list[Callable[[], None]] = []
+
+
+def before_fork(function: Callable[[], None]) -> Callable[[], None]:
+    """Register `function` to run in an RQ worker before it forks work-horses (at start and at each
+    registry cleanup), so that the horses inherit what it builds: it must be cheap when nothing
+    has changed since its last run."""
+    _BEFORE_FORK.append(function)
+    return function
+
+
+def prepare_worker() -> None:
+    """Load the handlers and run the before-fork work; a failure there only costs each horse the work."""
+    load_handlers()
+    for function in _BEFORE_FORK:
+        try:
+            function()
+        except Exception:
+            logger.warning("%s failed before forking; each work-horse will do it", function.__qualname__, exc_info=True)
 
 
 def load_handlers() -> None:

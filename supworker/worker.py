@@ -25,6 +25,7 @@ same two minutes. Each cleanup logs "cleaning registries" at INFO, once per queu
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from rq import Worker as RQWorker
@@ -32,13 +33,14 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from supworker.enqueue import RUN_BATCH
-from supworker.handlers import load_handlers
+from supworker.handlers import prepare_worker
 from supworker.runner import give_up
 
 
 class Worker(RQWorker):
-    """Imports every app's jobs.py once, in the worker's own process, before it starts forking:
-    each work-horse inherits the handlers instead of importing them again per job. Recovers
+    """Imports every app's jobs.py and runs their before-fork work once, in the worker's own
+    process, before it starts forking: each work-horse inherits the handlers and clients instead
+    of making them again per job. Recovers
     the jobs of dead workers within the bounds in this module's docstring."""
 
     # Seconds between heartbeats of a running job (RQ: 30).
@@ -77,8 +79,15 @@ class Worker(RQWorker):
         return int(max(interval, 0)) + self.heartbeat_margin
 
     def work(self, *args, **kwargs) -> bool:
-        load_handlers()
+        prepare_worker()
+        # Objects made so far live as long as the worker: keep the collector away from them, so a
+        # horse's collections do not write to (and so copy) the memory pages it shares with us.
+        gc.freeze()
         return super().work(*args, **kwargs)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        prepare_worker()  # e.g. an access token about to expire, refreshed before the next fork
 
     def _shutdown(self) -> None:
         # An idle worker is stopped by StopRequested, raised from the SIGTERM handler to break out
