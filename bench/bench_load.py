@@ -2,7 +2,7 @@
 
 Published to RabbitMQ while the service runs (one consumer, 2 media, 5 notification and 1
 cleanup worker processes, each a real `manage.py` process), delivered to loopback FCM, SMTP
-and SMS servers, media written to a local store, every outcome recorded in PostgreSQL. The mix:
+(Postfix's smtp-sink) and SMS servers, media written to a local store, every outcome recorded in PostgreSQL. The mix:
 70 % push, 15 % e-mail, 10 % SMS, 4 % OTP e-mail, 0.8 % cleanup, 0.2 % image.
 
 Printed: end-to-end throughput (first publish to last job recorded), the memory of each process
@@ -36,7 +36,7 @@ from PIL import Image
 from redis import Redis
 
 from bench.bench_ingest import _with_db
-from bench.bench_notifications import PROJECT, TOKEN, _serve_fcm, _serve_smtp, _start_server, _stop
+from bench.bench_notifications import PROJECT, TOKEN, SmtpSink, _serve_fcm, _start_server, _stop
 from bench.table import Table
 
 JOBS = int(os.environ.get("BENCH_LOAD_JOBS", "100000"))
@@ -86,8 +86,9 @@ def run() -> Table:
     redis.flushdb()
     database_url = _bench_database(settings.DATABASES["default"])
     work = Path(tempfile.mkdtemp(prefix="supworker-load-"))
-    servers = [_start_server(target) for target in (_serve_fcm, _serve_smtp, _serve_sms)]
-    (_, fcm_port), (_, smtp_port), (_, sms_port) = servers
+    servers = [_start_server(target) for target in (_serve_fcm, _serve_sms)]
+    (_, fcm_port), (_, sms_port) = servers
+    smtp = SmtpSink()
     env = os.environ | {
         "DATABASE_URL": database_url,
         "REDIS_URL": config.redis_url,
@@ -98,7 +99,7 @@ def run() -> Table:
         "FCM_ACCESS_TOKEN": TOKEN,
         "FCM_PROJECT_ID": PROJECT,
         "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp_port),
+        "SMTP_PORT": str(smtp.port),
         "SMTP_SECURITY": "none",
         "SMS_BACKEND": "vonage",
         "SMS_API_URL": f"http://127.0.0.1:{sms_port}",
@@ -134,6 +135,7 @@ def run() -> Table:
             _stop(group)
         for process, _ in servers:
             process.kill()
+        smtp.stop()
         _with_channel(config, topology_delete)
         db.close()
         settings.CONFIG = original

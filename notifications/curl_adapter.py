@@ -100,8 +100,9 @@ class CurlAdapter(BaseAdapter):
             raise _requests_error(exc, request) from exc
         return self._response(request, curl.getinfo(pycurl.RESPONSE_CODE), header_lines, received.getvalue())
 
-    @staticmethod
-    def _response(request: requests.PreparedRequest, status: int, lines: list[bytes], body: bytes) -> requests.Response:
+    def _response(
+        self, request: requests.PreparedRequest, status: int, lines: list[bytes], body: bytes
+    ) -> requests.Response:
         response = requests.Response()
         response.status_code = status
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
@@ -111,13 +112,14 @@ class CurlAdapter(BaseAdapter):
                 headers = CaseInsensitiveDict()
                 response.reason = line.split(" ", 2)[2] if line.count(" ") >= 2 else ""
             elif ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip()] = value.strip()
+                name, value = (part.strip() for part in line.split(":", 1))
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value  # as urllib3 joins them
         response.headers = headers
         response.encoding = get_encoding_from_headers(headers)
         response._content = body
         response.url = request.url or ""
         response.request = request
+        response.connection = self  # as requests' own adapter sets it
         return response
 
     def close(self) -> None:

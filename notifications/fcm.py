@@ -16,6 +16,7 @@ unless FCM_HTTP_CLIENT=requests; neither retries a status, the runner does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -122,7 +123,9 @@ def prepare() -> None:
     """
     credential = app().credential.get_credential()
     if not credential.valid:  # a static token always is
-        credential.refresh(google.auth.transport.requests.Request())
+        # google-auth would wait 120 s for Google's token endpoint; the worker loop must not.
+        request = functools.partial(google.auth.transport.requests.Request(), timeout=settings.CONFIG.fcm_timeout_s)
+        credential.refresh(request)
 
 
 def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str, http_client: str) -> None:

@@ -119,6 +119,10 @@ class _Loopback:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
