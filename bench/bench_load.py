@@ -86,9 +86,13 @@ def run() -> Table:
     redis.flushdb()
     database_url = _bench_database(settings.DATABASES["default"])
     work = Path(tempfile.mkdtemp(prefix="supworker-load-"))
-    servers = [_start_server(target) for target in (_serve_fcm, _serve_sms)]
-    (_, fcm_port), (_, sms_port) = servers
     smtp = SmtpSink()
+    try:
+        servers = [_start_server(target) for target in (_serve_fcm, _serve_sms)]
+    except BaseException:
+        smtp.stop()
+        raise
+    (_, fcm_port), (_, sms_port) = servers
     env = os.environ | {
         "DATABASE_URL": database_url,
         "REDIS_URL": config.redis_url,

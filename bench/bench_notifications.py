@@ -160,8 +160,12 @@ def run() -> Table:
     config = settings.CONFIG
     redis = Redis.from_url(config.redis_url)
     redis.flushdb()
-    fcm_process, fcm_port = _start_server(_serve_fcm)
     smtp = SmtpSink()
+    try:
+        fcm_process, fcm_port = _start_server(_serve_fcm)
+    except BaseException:
+        smtp.stop()
+        raise
     env = os.environ | {
         "REDIS_URL": config.redis_url,
         "FCM_ENDPOINT": f"http://127.0.0.1:{fcm_port}",

@@ -86,6 +86,7 @@ def app() -> firebase_admin.App:
             config.firebase_client_email,
             str(config.fcm_timeout_s),
             config.fcm_http_client,
+            _ca_bundle(),
         ]
     )
     name = "supworker-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -144,7 +145,12 @@ def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str,
     # requests re-reads the proxy and CA variables from os.environ on every request: about
     # 40 % of the client's CPU per push. Read them once, here, and stop looking.
     session.proxies.update(requests.utils.get_environ_proxies(endpoint))
-    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    ca_bundle = _ca_bundle()
     if ca_bundle:
         session.verify = ca_bundle
     session.trust_env = False
+
+
+def _ca_bundle() -> str:
+    """The CA bundle requests would read from the environment ("" for its own, certifi's)."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or ""

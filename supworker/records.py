@@ -33,7 +33,7 @@ def start(envelopes: list[Envelope], queue: str, rq_job_id: str) -> list[Envelop
             INSERT INTO job_runs (id, job_id, job_type, queue, rq_job_id, status, attempts, payload, result,
                                   error, traceback, enqueued_at, started_at, finished_at, duration_ms)
             SELECT gen_random_uuid(), i.job_id, i.job_type, %s, %s, %s, i.attempts, i.payload, NULL,
-                   '', '', i.enqueued_at, now(), NULL, NULL
+                   '', '', i.enqueued_at, %s, NULL, NULL
             FROM unnest(%s::text[], %s::text[], %s::int[], %s::jsonb[], %s::timestamptz[])
                  AS i(job_id, job_type, attempts, payload, enqueued_at)
             ON CONFLICT (job_id) DO UPDATE SET
@@ -47,6 +47,7 @@ def start(envelopes: list[Envelope], queue: str, rq_job_id: str) -> list[Envelop
                 queue,
                 rq_job_id,
                 JobStatus.RUNNING,
+                timezone.now(),  # the clock finish() measures durations with
                 [e.job_id for e in envelopes],
                 [e.job_type for e in envelopes],
                 [e.attempt + 1 for e in envelopes],

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.notification_helpers import forget_fcm_apps
 from tests.notification_servers import FcmServer, SmsServer, SmtpServer
 
 # Retries in tests wait tens of milliseconds, not seconds (as tests/ingest_fixtures.py does).
@@ -26,6 +27,7 @@ def fcm_server(settings) -> Iterator[FcmServer]:
     )
     yield server
     server.stop()
+    forget_fcm_apps()
 
 
 @pytest.fixture

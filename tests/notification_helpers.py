@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import firebase_admin
+
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.policy import POLICIES
@@ -24,3 +26,11 @@ def submit(redis_conn, *envelopes: Envelope) -> list[Envelope]:
 
 def work(redis_conn, queue_name: str, rounds: int = 1, wait_scheduled: float = 3) -> None:
     drain_queue(redis_conn, queue_name, rounds, wait_scheduled)
+
+
+def forget_fcm_apps() -> None:
+    """supworker's firebase-admin apps are kept per configuration; a later server on a reused
+    port must not find the app made for an earlier one."""
+    for app in list(firebase_admin._apps.values()):
+        if app.name.startswith("supworker-"):
+            firebase_admin.delete_app(app)

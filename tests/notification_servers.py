@@ -15,6 +15,7 @@ for a client that died meanwhile, and the server answers normally again.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import threading
@@ -141,9 +142,11 @@ class FcmServer(_Holding):
         token: str = "loopback-static-token",  # noqa: S107 - a test token
         keep_requests: bool = True,
         tls: ServerCertificate | None = None,
+        gzip_answers: bool = False,
     ):
         self.token = token
         self.tls = tls  # serve HTTPS with this certificate
+        self.gzip_answers = gzip_answers  # compress answers for clients that accept gzip, as proxies may
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.attempts: dict[str, int] = defaultdict(int)
@@ -194,7 +197,11 @@ class FcmServer(_Holding):
                 break
         status, answer, extra = await self._answer(scope, body)
         raw = json.dumps(answer).encode()
-        headers = [(b"content-type", b"application/json; charset=UTF-8"), (b"content-length", str(len(raw)).encode())]
+        headers = [(b"content-type", b"application/json; charset=UTF-8")]
+        if self.gzip_answers and b"gzip" in dict(scope["headers"]).get(b"accept-encoding", b""):
+            raw = gzip.compress(raw)
+            headers.append((b"content-encoding", b"gzip"))
+        headers.append((b"content-length", str(len(raw)).encode()))
         headers += [(name.lower().encode(), value.encode()) for name, value in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": raw})

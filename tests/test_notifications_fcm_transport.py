@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 
 import pytest
+import requests
 from firebase_admin import messaging
 
 from notifications import fcm, push
 from notifications.curl_adapter import CurlAdapter
-from tests.notification_helpers import envelope
+from tests.notification_helpers import envelope, forget_fcm_apps
 from tests.notification_servers import FcmServer
 from tests.tls_certs import loopback_certificate
 
@@ -24,7 +26,11 @@ CLIENTS = ["curl", "requests"]
 @pytest.fixture
 def use_server(settings):
     """Point supworker's FCM settings at a server, with the given HTTP client."""
+    yield _use_server(settings)
+    forget_fcm_apps()
 
+
+def _use_server(settings):
     def use(server: FcmServer | None, client: str, url: str = "", timeout_s: int = 10) -> None:
         settings.CONFIG = dataclasses.replace(
             settings.CONFIG,
@@ -38,8 +44,9 @@ def use_server(settings):
     return use
 
 
-def push_to(token: str):
-    return envelope("notification.push", fcmToken=token, title="Alice", body="Hi there", data={"chatId": "7"})
+def push_to(token: str, **data: str):
+    data = {"chatId": "7", **data}
+    return envelope("notification.push", fcmToken=token, title="Alice", body="Hi there", data=data)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -48,7 +55,7 @@ def test_each_client_delivers_the_sdk_request_unchanged_and_reads_the_answer(cli
     server.start()
     try:
         use_server(server, client)
-        (outcome,) = push.send_batch([push_to("tok-a")])
+        (outcome,) = push.send_batch([push_to("tok-a", preview="x" * 2000)])  # near FCM's 4 KiB limit
         session = messaging._get_messaging_service(fcm.app())._client.session
         mounted = session.get_adapter(fcm.send_url(server.url, "sup-transport"))
     finally:
@@ -61,8 +68,23 @@ def test_each_client_delivers_the_sdk_request_unchanged_and_reads_the_answer(cli
     assert request["headers"]["authorization"] == f"Bearer {server.token}"
     assert request["headers"]["content-type"] == "application/json"
     assert request["headers"]["x-goog-api-format-version"] == "2"
-    assert "expect" not in request["headers"], "no 100-continue round trip before the body"
-    assert request["message"]["token"] == "tok-a" and request["message"]["data"] == {"chatId": "7"}
+    assert request["message"]["token"] == "tok-a"
+    assert request["message"]["data"] == {"chatId": "7", "preview": "x" * 2000}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_compressed_answers_are_decoded(client, use_server):
+    server = FcmServer(gzip_answers=True)  # as a proxy on the way may do
+    server.start()
+    server.script["gone"] = ["UNREGISTERED"]
+    try:
+        use_server(server, client)
+        sent, gone = push.send_batch([push_to("tok-gz"), push_to("gone")])
+    finally:
+        server.stop()
+    assert "gzip" in server.requests[0]["headers"]["accept-encoding"]
+    assert sent.ok and sent.result["sent"] == 1, sent.error
+    assert gone.permanent and "UNREGISTERED" in gone.error, "the error body was read: its errorCode counts"
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -86,13 +108,16 @@ def test_a_server_that_does_not_answer_in_time_is_a_retried_deadline(client, use
     server.start()
     server.hold_after(0)  # takes the request, never answers
     try:
-        use_server(server, client, timeout_s=1)
+        use_server(server, client, timeout_s=2)
+        started = time.monotonic()
         (outcome,) = push.send_batch([push_to("slow")])
+        waited = time.monotonic() - started
     finally:
         server.stop()
     assert server.attempts["slow"] == 1
     assert not outcome.ok and not outcome.permanent
     assert "DEADLINE_EXCEEDED" in outcome.error, outcome.error
+    assert waited < 4, f"a silent server is waited for FCM_TIMEOUT_SECONDS (2), not twice that: {waited:.1f} s"
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -129,3 +154,14 @@ def test_https_is_verified_against_the_configured_ca_bundle(client, use_server, 
     assert trusted.attempts["over-tls"] == 1
     assert not refused.ok and not refused.permanent, "a certificate problem may be fixed: retried"
     assert untrusted.attempts["forged"] == 0, "nothing is sent to a server whose certificate is not trusted"
+
+
+def test_the_curl_adapter_reads_the_final_response_of_http_2_and_after_100_continue():
+    request = requests.Request("POST", "https://fcm.example/v1/x", data=b"{}").prepare()
+    lines = [b"HTTP/1.1 100 Continue\r\n", b"\r\n", b"HTTP/2 200 \r\n", b"content-type: application/json\r\n",
+             b"vary: origin\r\n", b"vary: referer\r\n", b"\r\n"]  # fmt: skip
+    response = CurlAdapter()._response(request, 200, lines, b'{"name": "projects/p/messages/1"}')
+    assert response.status_code == 200 and response.json() == {"name": "projects/p/messages/1"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["vary"] == "origin, referer", "repeated headers joined, as urllib3 does"
+    assert response.encoding is None or response.encoding.lower() == "utf-8"
