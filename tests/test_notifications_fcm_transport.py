@@ -44,6 +44,16 @@ def _use_server(settings):
     return use
 
 
+def send_through(server: FcmServer, client: str, use_server, *jobs, timeout_s: int = 10) -> list:
+    """Start `server`, send `jobs` as one batch with `client`, stop the server; the outcomes."""
+    server.start()
+    try:
+        use_server(server, client, timeout_s=timeout_s)
+        return push.send_batch(list(jobs))
+    finally:
+        server.stop()
+
+
 def push_to(token: str, **data: str):
     data = {"chatId": "7", **data}
     return envelope("notification.push", fcmToken=token, title="Alice", body="Hi there", data=data)
@@ -75,13 +85,8 @@ def test_each_client_delivers_the_sdk_request_unchanged_and_reads_the_answer(cli
 @pytest.mark.parametrize("client", CLIENTS)
 def test_compressed_answers_are_decoded(client, use_server):
     server = FcmServer(gzip_answers=True)  # as a proxy on the way may do
-    server.start()
     server.script["gone"] = ["UNREGISTERED"]
-    try:
-        use_server(server, client)
-        sent, gone = push.send_batch([push_to("tok-gz"), push_to("gone")])
-    finally:
-        server.stop()
+    sent, gone = send_through(server, client, use_server, push_to("tok-gz"), push_to("gone"))
     assert "gzip" in server.requests[0]["headers"]["accept-encoding"]
     assert sent.ok and sent.result["sent"] == 1, sent.error
     assert gone.permanent and "UNREGISTERED" in gone.error, "the error body was read: its errorCode counts"
@@ -90,14 +95,9 @@ def test_compressed_answers_are_decoded(client, use_server):
 @pytest.mark.parametrize("client", CLIENTS)
 def test_an_fcm_error_reaches_the_sdk_with_its_status_code_and_retry_after(client, use_server):
     server = FcmServer()
-    server.start()
     server.script["busy"] = [("UNAVAILABLE", 7)]
     server.script["gone"] = ["UNREGISTERED"]
-    try:
-        use_server(server, client)
-        busy, gone = push.send_batch([push_to("busy"), push_to("gone")])
-    finally:
-        server.stop()
+    busy, gone = send_through(server, client, use_server, push_to("busy"), push_to("gone"))
     assert not busy.ok and not busy.permanent and busy.retry_after == 7 and "UNAVAILABLE" in busy.error
     assert not gone.ok and gone.permanent and "UNREGISTERED" in gone.error
 
@@ -105,15 +105,10 @@ def test_an_fcm_error_reaches_the_sdk_with_its_status_code_and_retry_after(clien
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_server_that_does_not_answer_in_time_is_a_retried_deadline(client, use_server):
     server = FcmServer()
-    server.start()
     server.hold_after(0)  # takes the request, never answers
-    try:
-        use_server(server, client, timeout_s=2)
-        started = time.monotonic()
-        (outcome,) = push.send_batch([push_to("slow")])
-        waited = time.monotonic() - started
-    finally:
-        server.stop()
+    started = time.monotonic()
+    (outcome,) = send_through(server, client, use_server, push_to("slow"), timeout_s=2)
+    waited = time.monotonic() - started  # the server's start and stop take a few milliseconds
     assert server.attempts["slow"] == 1
     assert not outcome.ok and not outcome.permanent
     assert "DEADLINE_EXCEEDED" in outcome.error, outcome.error
