@@ -27,12 +27,11 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers, select_proxy
 
 _TIMEOUT_CODES = {pycurl.E_OPERATION_TIMEDOUT}
-_CONNECT_CODES = {pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY}
 _SSL_CODES = {pycurl.E_SSL_CONNECT_ERROR, pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT_BADFILE}
 
 
 class CurlAdapter(BaseAdapter):
-    """`session.mount(prefix, CurlAdapter())`: requests through libcurl, one handle per thread."""
+    """`session.mount(prefix, CurlAdapter())`: that session's requests under `prefix` go through libcurl."""
 
     def __init__(self, proxy: str = "") -> None:
         super().__init__()
@@ -143,6 +142,5 @@ def _requests_error(exc: pycurl.error, request: requests.PreparedRequest) -> req
         return requests.exceptions.Timeout(text, request=request)
     if code in _SSL_CODES:
         return requests.exceptions.SSLError(text, request=request)
-    if code in _CONNECT_CODES:
-        return requests.exceptions.ConnectionError(text, request=request)
+    # Refused, unresolvable, reset, an unreadable answer: as requests' adapter, a ConnectionError.
     return requests.exceptions.ConnectionError(text, request=request)
