@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import firebase_admin
+from firebase_admin import messaging
 
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
@@ -28,9 +29,19 @@ def work(redis_conn, queue_name: str, rounds: int = 1, wait_scheduled: float = 3
     drain_queue(redis_conn, queue_name, rounds, wait_scheduled)
 
 
+def supworker_fcm_apps() -> list[firebase_admin.App]:
+    return [app for app in list(firebase_admin._apps.values()) if app.name.startswith("supworker-")]
+
+
+def close_fcm_connections() -> None:
+    """Close the kept-alive connections of supworker's firebase-admin apps (a server waits for them to stop)."""
+    for app in supworker_fcm_apps():
+        messaging._get_messaging_service(app)._client.session.close()
+
+
 def forget_fcm_apps() -> None:
     """supworker's firebase-admin apps are kept per configuration; a later server on a reused
     port must not find the app made for an earlier one."""
-    for app in list(firebase_admin._apps.values()):
-        if app.name.startswith("supworker-"):
-            firebase_admin.delete_app(app)
+    close_fcm_connections()
+    for app in supworker_fcm_apps():
+        firebase_admin.delete_app(app)

@@ -18,6 +18,7 @@ import asyncio
 import gzip
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -28,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+import hypercorn.asyncio
+import hypercorn.config
 import uvicorn
 import uvloop
 from aiosmtpd.controller import Controller
@@ -143,9 +146,11 @@ class FcmServer(_Holding):
         keep_requests: bool = True,
         tls: ServerCertificate | None = None,
         gzip_answers: bool = False,
+        http2: bool = False,
     ):
         self.token = token
         self.tls = tls  # serve HTTPS with this certificate
+        self.http2 = http2  # offer HTTP/2 (needs tls): served by hypercorn instead of uvicorn
         self.gzip_answers = gzip_answers  # compress answers for clients that accept gzip, as proxies may
         self.lock = threading.Lock()
         self.requests: list[dict] = []
@@ -157,6 +162,12 @@ class FcmServer(_Holding):
         self._authorization = f"Bearer {token}".encode()
 
     def start(self) -> None:
+        if self.http2:
+            self._start_hypercorn()
+        else:
+            self._start_uvicorn()
+
+    def _start_uvicorn(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -175,9 +186,47 @@ class FcmServer(_Holding):
                 raise RuntimeError("the loopback FCM server did not start")
             time.sleep(0.01)
 
+    def _start_hypercorn(self) -> None:
+        """HTTP/2 (and HTTP/1.1) over TLS, chosen by ALPN as Google's front end does; uvicorn has no HTTP/2."""
+        assert self.tls, "HTTP/2 is offered over TLS only"
+        self.port = _free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        config = hypercorn.config.Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.certfile, config.keyfile = str(self.tls.cert), str(self.tls.key)
+        config.alpn_protocols = ["h2", "http/1.1"]
+        config.accesslog = config.errorlog = None
+        config.graceful_timeout = 1  # seconds its shutdown waits for kept-alive connections
+
+        async def until_stopped() -> None:
+            while not self._stopping.is_set():
+                await asyncio.sleep(0.05)
+
+        def run() -> None:
+            asyncio.run(hypercorn.asyncio.serve(self._app, config, shutdown_trigger=until_stopped))
+
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        # Up once a TLS handshake completes (a bare connect would make it log a failed handshake).
+        probe = ssl.create_default_context(cafile=str(self.tls.ca))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                    probe.wrap_socket(raw, server_hostname="127.0.0.1").close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or not self.thread.is_alive():
+                    raise RuntimeError("the loopback FCM server did not start") from None
+                time.sleep(0.02)
+
     def stop(self) -> None:
         self.release()
-        self._uvicorn.should_exit = True
+        if self.http2:
+            self._stopping.set()
+        else:
+            self._uvicorn.should_exit = True
         self.thread.join(10)
 
     def messages_to(self, token: str) -> list[dict]:
@@ -189,6 +238,11 @@ class FcmServer(_Holding):
             return sum(self.attempts.values())
 
     async def _app(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # hypercorn's start and stop: nothing to set up
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         body = b""
         while True:
             event = await receive()
@@ -219,7 +273,9 @@ class FcmServer(_Holding):
         with self.lock:
             if self.keep_requests:
                 received = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                self.requests.append({"project": parts[3], "headers": received, "message": message})
+                self.requests.append(
+                    {"project": parts[3], "headers": received, "message": message, "http": scope["http_version"]}
+                )
             self.attempts[token] += 1
             scripted = self.script.get(token) or []
             answer = scripted.pop(0) if scripted else None

@@ -15,7 +15,7 @@ from firebase_admin import messaging
 
 from notifications import fcm, push
 from notifications.curl_adapter import CurlAdapter
-from tests.notification_helpers import envelope, forget_fcm_apps
+from tests.notification_helpers import close_fcm_connections, envelope, forget_fcm_apps
 from tests.notification_servers import FcmServer
 from tests.tls_certs import loopback_certificate
 
@@ -51,6 +51,7 @@ def send_through(server: FcmServer, client: str, use_server, *jobs, timeout_s: i
         use_server(server, client, timeout_s=timeout_s)
         return push.send_batch(list(jobs))
     finally:
+        close_fcm_connections()
         server.stop()
 
 
@@ -62,14 +63,9 @@ def push_to(token: str, **data: str):
 @pytest.mark.parametrize("client", CLIENTS)
 def test_each_client_delivers_the_sdk_request_unchanged_and_reads_the_answer(client, use_server):
     server = FcmServer()
-    server.start()
-    try:
-        use_server(server, client)
-        (outcome,) = push.send_batch([push_to("tok-a", preview="x" * 2000)])  # near FCM's 4 KiB limit
-        session = messaging._get_messaging_service(fcm.app())._client.session
-        mounted = session.get_adapter(fcm.send_url(server.url, "sup-transport"))
-    finally:
-        server.stop()
+    (outcome,) = send_through(server, client, use_server, push_to("tok-a", preview="x" * 2000))  # near the 4 KiB limit
+    session = messaging._get_messaging_service(fcm.app())._client.session
+    mounted = session.get_adapter(fcm.send_url(server.url, "sup-transport"))
 
     assert isinstance(mounted, CurlAdapter) == (client == "curl")
     assert outcome.ok, outcome.error
@@ -142,6 +138,7 @@ def test_https_is_verified_against_the_configured_ca_bundle(client, use_server, 
         use_server(untrusted, client)  # another endpoint: another app, with the public CAs only
         (refused,) = push.send_batch([push_to("forged")])
     finally:
+        close_fcm_connections()
         trusted.stop()
         untrusted.stop()
 
@@ -160,3 +157,20 @@ def test_the_curl_adapter_reads_the_final_response_of_http_2_and_after_100_conti
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["vary"] == "origin, referer", "repeated headers joined, as urllib3 does"
     assert response.encoding is None or response.encoding.lower() == "utf-8"
+
+
+def test_over_tls_libcurl_speaks_http_2_where_the_server_offers_it_as_google_does(use_server, tmp_path, monkeypatch):
+    """requests' adapter speaks HTTP/1.1 only (over TLS: the test above); libcurl takes HTTP/2."""
+    certificate = loopback_certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate.ca))
+    server = FcmServer(tls=certificate, http2=True)  # ALPN offers h2 and http/1.1
+    server.script["gone"] = ["UNREGISTERED"]
+    server.script["busy"] = [("UNAVAILABLE", 5)]
+    sent, gone, busy = send_through(
+        server, "curl", use_server, push_to("tok-h2", preview="y" * 1500), push_to("gone"), push_to("busy")
+    )
+    assert {request["http"] for request in server.requests} == {"2"}
+    assert sent.ok, sent.error
+    assert server.messages_to("tok-h2")[0]["data"]["preview"] == "y" * 1500
+    assert gone.permanent and "UNREGISTERED" in gone.error
+    assert not busy.permanent and busy.retry_after == 5
