@@ -1,6 +1,8 @@
 """The job records in PostgreSQL: one JobRun per job id, a DeadLetter per job given up on.
 
-Written in bulk, one statement per batch, by the worker that runs the batch.
+Written in bulk, one statement per batch, by the worker that runs the batch. The statements
+name every column of `job_runs` with JobRun's defaults (supworker/models/job_records.py): a
+column added there without a database default needs its value here too (the runner tests fail first).
 """
 
 from __future__ import annotations

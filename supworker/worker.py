@@ -40,8 +40,8 @@ from supworker.runner import give_up
 class Worker(RQWorker):
     """Imports every app's jobs.py and runs their before-fork work once, in the worker's own
     process, before it starts forking: each work-horse inherits the handlers and clients instead
-    of making them again per job. Recovers
-    the jobs of dead workers within the bounds in this module's docstring."""
+    of making them again per job. Recovers the jobs of dead workers within the bounds in this
+    module's docstring."""
 
     # Seconds between heartbeats of a running job (RQ: 30).
     heartbeat_interval = 10
