@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -103,24 +102,17 @@ class SmtpSink:
     cores as the workers, more than the client it serves."""
 
     def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        from tests.notification_servers import free_port, wait_until_listening
+
+        self.port = free_port()
         user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it will not run as root
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's life, closed in stop()
         # -c: print its counters (sessions, messages) as it goes; 1024: the listen backlog.
         self.process = subprocess.Popen(
             ["smtp-sink", "-c", *user, f"127.0.0.1:{self.port}", "1024"], stdout=self.output, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("smtp-sink did not start (make bench installs it: Debian's postfix)") from None
-                time.sleep(0.05)
+        alive = lambda: self.process.poll() is None  # noqa: E731
+        wait_until_listening(self.port, alive, "smtp-sink (make bench installs it: Debian's postfix)")
 
     def messages(self) -> int:
         """How many messages it has accepted so far (its last `mesg=` counter)."""

@@ -1,8 +1,9 @@
 """Protocol servers on loopback for the notification tests and benchmark.
 
-- `FcmServer`: the FCM HTTP v1 send API (`POST /v1/projects/<project>/messages:send`) on uvicorn,
-  JSON in and out, errors in Google's format with `error.details[].errorCode`. What a token gets back
-  is scripted per token (`script`), success by default.
+- `FcmServer`: the FCM HTTP v1 send API (`POST /v1/projects/<project>/messages:send`) on
+  uvicorn (HTTP, HTTPS) or Hypercorn (HTTP/2 over TLS), JSON in and out, errors in Google's
+  format with `error.details[].errorCode`. What a token gets back is scripted per token
+  (`script`), success by default.
 - `SmtpServer`: aiosmtpd, keeping every message it receives.
 - `SmsServer`: a Vonage-style `POST /sms/json`.
 
@@ -23,16 +24,17 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import hypercorn.asyncio
 import hypercorn.config
 import uvicorn
-import uvloop
 from aiosmtpd.controller import Controller
 
 from tests.tls_certs import ServerCertificate
@@ -189,7 +191,7 @@ class FcmServer(_Holding):
     def _start_hypercorn(self) -> None:
         """HTTP/2 (and HTTP/1.1) over TLS, chosen by ALPN as Google's front end does; uvicorn has no HTTP/2."""
         assert self.tls, "HTTP/2 is offered over TLS only"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         config = hypercorn.config.Config()
         config.bind = [f"127.0.0.1:{self.port}"]
@@ -209,17 +211,7 @@ class FcmServer(_Holding):
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
         # Up once a TLS handshake completes (a bare connect would make it log a failed handshake).
-        probe = ssl.create_default_context(cafile=str(self.tls.ca))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                    probe.wrap_socket(raw, server_hostname="127.0.0.1").close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or not self.thread.is_alive():
-                    raise RuntimeError("the loopback FCM server did not start") from None
-                time.sleep(0.02)
+        wait_until_listening(self.port, self.thread.is_alive, "the loopback FCM server", tls_ca=self.tls.ca)
 
     def stop(self) -> None:
         self.release()
@@ -339,13 +331,10 @@ class _Collector:
         self.server = server
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        # Parsing with the modern policy takes milliseconds a message: a benchmark only counts.
-        message = message_from_bytes(envelope.content, policy=policy.default) if self.server.keep_messages else None
+        message = message_from_bytes(envelope.content, policy=policy.default)
         with self.server.lock:
-            self.server.received += 1
-            if message is not None:
-                self.server.messages.append(message)  # type: ignore[arg-type]
-                self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.server.messages.append(message)  # type: ignore[arg-type]
+            self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
             hold = self.server._hold(",".join(envelope.rcpt_tos))
         while hold and not self.server.released.is_set():
             await asyncio.sleep(0.02)  # the message is taken; its "250" waits
@@ -360,23 +349,36 @@ class _Collector:
         return "250 OK"
 
 
-def _free_port() -> int:
+def wait_until_listening(port: int, alive: Callable[[], bool], what: str, tls_ca: Path | None = None) -> None:
+    """Return once 127.0.0.1:`port` accepts a connection (and a TLS handshake, given the CA to trust)."""
+    probe = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as raw:
+                if probe:
+                    probe.wrap_socket(raw, server_hostname="127.0.0.1").close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or not alive():
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.02)
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 class SmtpServer(_Holding):
-    def __init__(self, keep_messages: bool = True) -> None:
+    def __init__(self) -> None:
         self._init_holding()
         self.lock = threading.Lock()
-        self.keep_messages = keep_messages  # False: count them only (benchmarks)
-        self.received = 0
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
-        self.port = _free_port()  # aiosmtpd's Controller checks it is up by connecting: port 0 will not do
-        loop = uvloop.new_event_loop()  # a little less CPU a message than asyncio's, on the benchmark's cores
-        self.controller = Controller(_Collector(self), hostname="127.0.0.1", port=self.port, loop=loop)
+        self.port = free_port()  # aiosmtpd's Controller checks it is up by connecting: port 0 will not do
+        self.controller = Controller(_Collector(self), hostname="127.0.0.1", port=self.port)
 
     def start(self) -> None:
         self.controller.start()
@@ -386,4 +388,4 @@ class SmtpServer(_Holding):
 
     def count(self) -> int:
         with self.lock:
-            return self.received
+            return len(self.messages)
