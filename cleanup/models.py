@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models.functions import Now
 
-from supworker.models.messenger import created_at, uuid_pk
+from supworker.models.fields import created_at, uuid_pk
 
 
 class WebsocketConnection(models.Model):

@@ -6,31 +6,39 @@ from django.db import models
 from django.db.models import Q
 from fcm_django.models import AbstractFCMDevice
 
-from supworker.models.messenger import created_at, uuid_pk
+from supworker.models.fields import seed_id
+from supworker.models.messenger import seed_created_at
 
 
 class Notification(models.Model):
-    """One row per delivery outcome: what was sent to whom, and whether it arrived."""
+    """One row per delivery outcome: what was sent to whom, and whether it arrived.
 
-    id = uuid_pk()
-    user_id = models.UUIDField(db_index=True)
-    type = models.CharField(max_length=16, help_text="push, email or sms")
+    The messenger's `notifications` table (seed schema); the API may write rows of its own."""
+
+    id = seed_id()
+    user_id = models.UUIDField()
+    type = models.TextField(help_text="push, email or sms")
     title = models.TextField(null=True, blank=True)
     body = models.TextField(null=True, blank=True)
     success = models.BooleanField(null=True)
-    created_at = created_at()
-    # Beyond the messenger's columns: enough to answer "did user X get it, and if not why".
+    created_at = seed_created_at()
+    # Beyond the messenger's columns, each with a database default so that the API's inserts,
+    # which name only the seed's columns, keep working: "did user X get it, and if not why".
     job_id = models.CharField(max_length=128, null=True, blank=True)
     recipient = models.CharField(
-        max_length=255, blank=True, default="", help_text="masked address, number or device id"
+        max_length=255, blank=True, default="", db_default="", help_text="masked address, number or device id"
     )
-    error = models.TextField(blank=True, default="")
-    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    error = models.TextField(blank=True, default="", db_default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     # The RQ job that claimed the row: its own rerun may take over a claim it left unsettled.
     claimed_by = models.CharField(max_length=128, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "notifications"
+        indexes = [
+            models.Index(fields=["user_id"], name="notifications_user_idx"),
+            models.Index(fields=["created_at"], name="notifications_created_idx"),
+        ]
         constraints = [
             # A redelivered job finds its earlier row instead of sending again.
             models.UniqueConstraint(

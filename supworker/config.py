@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -67,6 +68,9 @@ class Config:
     shutdown_token: str
     database_url: str
     db_conn_max_age: int
+    messenger_db_time_zone: str  # the zone the messenger's TIMESTAMP columns hold local times of
+    migration_lock_timeout_ms: int
+    migration_lock_retries: int
     redis_url: str
     rabbitmq_url: str
     rabbitmq_exchange: str
@@ -195,6 +199,16 @@ def _cron(env: EnvReader, name: str, default: str) -> str:
     return value
 
 
+def _time_zone(env: EnvReader, name: str, default: str) -> str:
+    value = env.str(name, default=default)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        env.fail(name, f"must be an IANA time zone such as UTC or Europe/Berlin; got {value!r}")
+        return default
+    return value
+
+
 def _shutdown_token(env: EnvReader) -> str:
     token = env.str("SHUTDOWN_TOKEN")
     if token and len(token) < 32:
@@ -278,6 +292,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             default="postgres://supworker:supworker@127.0.0.1:5440/supworker",
         ),
         db_conn_max_age=env.int("DB_CONN_MAX_AGE", 60, 0, 86400),
+        messenger_db_time_zone=_time_zone(env, "MESSENGER_DB_TIME_ZONE", "UTC"),
+        migration_lock_timeout_ms=env.int("MIGRATION_LOCK_TIMEOUT_MS", 2000, 10, 600_000),
+        migration_lock_retries=env.int("MIGRATION_LOCK_RETRIES", 30, 0, 1000),
         redis_url=_redis_url(env),
         rabbitmq_url=env.url(
             "RABBITMQ_URL", schemes=("amqp", "amqps"), default="amqp://guest:guest@127.0.0.1:5690/%2F"

@@ -64,6 +64,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(CONFIG.database_url, conn_max_age=CONFIG.db_conn_max_age, conn_health_checks=True)
 }
+# The messenger's tables use TIMESTAMP without time zone, which the Node API fills in its
+# session's zone. Running our sessions in the same zone makes PostgreSQL's own conversions
+# (NOW() defaults, comparisons with timestamptz values) agree with the API's; reads are made
+# aware in that zone by supworker.models.messenger.MessengerTimestamp.
+DATABASES["default"]["TIME_ZONE"] = CONFIG.messenger_db_time_zone
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

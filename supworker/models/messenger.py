@@ -1,28 +1,24 @@
-"""The messenger's tables that supworker reads and maintains.
+"""The messenger's tables that supworker reads and maintains, as the Node API created them.
 
-The messenger API writes these rows too, so every column the API may omit has a database
-default (`db_default`), not only a Python one: an INSERT from Node gets the same values as one
-from Django. Table names are the messenger's own.
+The schema is the seed's (supworker.messenger_ddl): `TIMESTAMP` columns without time zone,
+ids without a default, nullable times. supworker adds only columns that have a constant
+default (so the API's inserts, which name only the seed's columns, keep working) and indexes
+built concurrently (supworker/adoption.py). Table names are the messenger's own.
 """
 
 from __future__ import annotations
 
-import uuid
-
-from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-
-def uuid_pk() -> models.UUIDField:
-    return models.UUIDField(primary_key=True, default=uuid.uuid4, db_default=RandomUUID(), editable=False)
+from supworker.models.fields import MessengerTimestamp, seed_id
 
 
-def created_at(index: bool = True) -> models.DateTimeField:
-    """Creation time, set by the database. Tables that cleanups walk by age index (created_at, id)
-    instead, so a batch can resume after the last row it deleted (keyset pagination)."""
-    return models.DateTimeField(db_default=Now(), db_index=index, editable=False)
+def seed_created_at() -> MessengerTimestamp:
+    """`created_at TIMESTAMP DEFAULT NOW()`. Tables that cleanups walk by age index (created_at, id),
+    so a batch can resume after the last row it deleted (keyset pagination)."""
+    return MessengerTimestamp(null=True, db_default=Now(), editable=False)
 
 
 class MediaStatus(models.TextChoices):
@@ -33,7 +29,7 @@ class MediaStatus(models.TextChoices):
 
 
 class Message(models.Model):
-    id = uuid_pk()
+    id = seed_id()
     sender_id = models.UUIDField()
     chat_id = models.UUIDField()
     content = models.TextField(null=True, blank=True)
@@ -43,9 +39,9 @@ class Message(models.Model):
     # Null for a text message; set once media processing is asked for.
     media_status = models.CharField(max_length=16, choices=MediaStatus.choices, null=True, blank=True)
     media_error = models.TextField(blank=True, db_default="", default="")
-    created_at = created_at(index=False)
-    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
-    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = seed_created_at()
+    updated_at = MessengerTimestamp(null=True, auto_now=True, db_default=Now())
+    deleted_at = MessengerTimestamp(null=True, blank=True)
 
     class Meta:
         db_table = "messages"
@@ -71,17 +67,18 @@ class Message(models.Model):
 
 
 class Story(models.Model):
-    id = uuid_pk()
-    user_id = models.UUIDField(db_index=True)
+    id = seed_id()
+    user_id = models.UUIDField()
     media_url = models.TextField(null=True, blank=True)
     thumbnail_url = models.TextField(null=True, blank=True)
-    created_at = created_at(index=False)
-    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = seed_created_at()
+    deleted_at = MessengerTimestamp(null=True, blank=True)
 
     class Meta:
         db_table = "stories"
         verbose_name_plural = "stories"
         indexes = [
+            models.Index(fields=["user_id"], name="stories_user_idx"),
             models.Index(fields=["created_at", "id"], name="stories_created_id_idx"),
             models.Index(
                 fields=["deleted_at", "id"], name="stories_deleted_id_idx", condition=Q(deleted_at__isnull=False)
@@ -97,16 +94,17 @@ class Story(models.Model):
 
 
 class UserSession(models.Model):
-    id = uuid_pk()
-    user_id = models.UUIDField(db_index=True)
+    id = seed_id()
+    user_id = models.UUIDField()
     device_id = models.TextField(null=True, blank=True)
-    last_active_at = models.DateTimeField(null=True, blank=True)
-    is_active = models.BooleanField(default=True, db_default=True)
-    created_at = created_at(index=False)
+    last_active_at = MessengerTimestamp(null=True, blank=True)
+    is_active = models.BooleanField(null=True, default=True, db_default=True)
+    created_at = seed_created_at()
 
     class Meta:
         db_table = "user_sessions"
         indexes = [
+            models.Index(fields=["user_id"], name="user_sessions_user_idx"),
             models.Index(fields=["last_active_at", "id"], name="user_sessions_active_id_idx"),
             models.Index(
                 fields=["created_at", "id"], name="user_sessions_never_id_idx", condition=Q(last_active_at__isnull=True)
@@ -120,16 +118,18 @@ class UserSession(models.Model):
 class UserPrekey(models.Model):
     """A Signal one-time prekey: the public half only; private keys never leave the device."""
 
-    id = uuid_pk()
+    id = seed_id()
     user_id = models.UUIDField()
     prekey_id = models.IntegerField()
     public_key = models.TextField()
-    used_at = models.DateTimeField(null=True, blank=True)
-    created_at = created_at(index=False)
+    used_at = MessengerTimestamp(null=True, blank=True)
+    created_at = seed_created_at()
 
     class Meta:
         db_table = "user_prekeys"
-        constraints = [models.UniqueConstraint(fields=["user_id", "prekey_id"], name="user_prekeys_user_prekey_uniq")]
+        constraints = [
+            models.UniqueConstraint(fields=["user_id", "prekey_id"], name="user_prekeys_user_id_prekey_id_key")
+        ]
         indexes = [
             models.Index(fields=["used_at", "id"], name="user_prekeys_used_id_idx", condition=Q(used_at__isnull=False)),
             # Counting a user's unused stock is the hot query of prekey replenishment.
@@ -141,9 +141,9 @@ class UserPrekey(models.Model):
 
 
 class TemporaryFile(models.Model):
-    id = uuid_pk()
+    id = seed_id()
     file_path = models.TextField()
-    created_at = created_at(index=False)
+    created_at = seed_created_at()
 
     class Meta:
         db_table = "temporary_files"
