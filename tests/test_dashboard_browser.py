@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 from rq import Queue
 
@@ -29,6 +30,10 @@ def browser_page(monkeypatch):
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         yield page
         browser.close()
+        # The test's ORM calls ran beside Playwright's event loop, on a connection of their own
+        # that pytest-django does not know: left open, it keeps the test database from being
+        # dropped at the end of the session.
+        connections.close_all()
 
 
 def test_an_operator_requeues_a_dead_job_from_the_dashboard(live_server, browser_page, redis_conn):
