@@ -40,4 +40,3 @@ def redis_conn() -> Iterator[Redis]:
     yield conn
     conn.flushdb()
     conn.close()
-

@@ -66,7 +66,8 @@ def test_story_ages_are_read_in_the_zone_the_api_writes_them():
         "shell",
         "-c",
         "from django.utils import timezone; from supworker.models import Story\n"
-        "for s in Story.objects.order_by('-created_at'): print(round((timezone.now() - s.created_at).total_seconds() / 3600))",
+        "for s in Story.objects.order_by('-created_at'):\n"
+        "    print(round((timezone.now() - s.created_at).total_seconds() / 3600))",
         env=in_api_zone,
     )
     assert ages.returncode == 0, ages.stderr
