@@ -64,6 +64,7 @@ def test_story_ages_are_read_in_the_zone_the_api_writes_them():
     in_api_zone = database_env(MESSENGER_DB_TIME_ZONE=API_ZONE)
     ages = run_manage(
         "shell",
+        "--no-imports",
         "-c",
         "from django.utils import timezone; from supworker.models import Story\n"
         "for s in Story.objects.order_by('-created_at'):\n"
