@@ -19,5 +19,5 @@ RUN mkdir -p /app/logs /app/var/media /app/var/tmp /app/var/static && chown -R s
 USER supworker
 ENV SUPWORKER_ENV=production PYTHONUNBUFFERED=1 LOG_DIR=/app/logs MEDIA_ROOT=/app/var/media TEMP_DIR=/app/var/tmp
 EXPOSE 8000
-# The web process by default; workers: ["python", "manage.py", "rqworker", "media_high", "media", "--with-scheduler"]
+# The web process by default; workers: ["python", "manage.py", "rqworker", "media"]
 CMD ["gunicorn", "supworker.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--graceful-timeout", "30", "--no-control-socket", "--access-logfile", "-"]

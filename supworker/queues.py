@@ -1,7 +1,7 @@
 """The RQ queues and their defaults.
 
 Priority is expressed the way RQ does it best: a worker listens to a high queue before the
-normal one (`rqworker media_high media`), so under a backlog a high-priority job starts before
+normal one (`rqworker media` is `rqworker media_high media`), so under a backlog a high-priority job starts before
 every waiting normal one, and each queue stays first in, first out.
 """
 
@@ -36,6 +36,30 @@ WORKER_QUEUES: dict[str, list[str]] = {
     "notifications": ["notifications_high", "notifications"],
     "cleanup": ["cleanup"],
 }
+
+
+def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
+    """The queues a worker started with `names` listens to, in order.
+
+    A worker kind stands for its queues (`media` -> media_high, media); any other name is a
+    queue. A queue named twice keeps its first place, so `media_high media` stays as typed.
+    With `exact`, every name is a queue (`media` alone: the normal-priority queue only).
+    """
+    queues = [spec.name for spec in QUEUES]
+    kinds = {} if exact else WORKER_QUEUES
+    known = (f"worker kinds: {', '.join(kinds)}; " if kinds else "") + f"queues: {', '.join(queues)}"
+    if not names:
+        raise ValueError(f"name what to work on ({known})")
+    chosen: list[str] = []
+    for name in names:
+        if name in kinds:
+            expanded = kinds[name]
+        elif name in queues:
+            expanded = [name]
+        else:
+            raise ValueError(f"unknown {'queue' if exact else 'worker kind or queue'} {name!r} ({known})")
+        chosen.extend(queue for queue in expanded if queue not in chosen)
+    return chosen
 
 
 # A Redis restart or failover must not stop the RQ processes: RQ quits on a connection error
