@@ -1,8 +1,9 @@
 """firebase-admin, set up from supworker's settings: credentials, endpoint and HTTP transport.
 
 Two credential modes: the service account (FIREBASE_PROJECT_ID, FIREBASE_CLIENT_EMAIL,
-FIREBASE_PRIVATE_KEY) in production, or a static bearer token (FCM_ACCESS_TOKEN with
-FCM_PROJECT_ID) that needs no Google account, for a local FCM server in tests and benchmarks.
+FIREBASE_PRIVATE_KEY) in production, whose signed JWT google-auth exchanges for an access
+token at FIREBASE_TOKEN_URI (Google's by default); or a static bearer token (FCM_ACCESS_TOKEN
+with FCM_PROJECT_ID) that needs no Google account, for a local FCM server in tests and benchmarks.
 
 firebase-admin has no emulator for FCM and no public way to change where it sends: the URL is
 the private `_MessagingService.FCM_URL`, formatted into each service's `_fcm_url`. We set that
@@ -84,6 +85,7 @@ def app() -> firebase_admin.App:
             config.fcm_endpoint,
             config.fcm_access_token,
             config.firebase_client_email,
+            config.firebase_token_uri,
             str(config.fcm_timeout_s),
             config.fcm_http_client,
             _ca_bundle(),
@@ -104,7 +106,7 @@ def app() -> firebase_admin.App:
                     "project_id": project,
                     "client_email": config.firebase_client_email,
                     "private_key": config.firebase_private_key,
-                    "token_uri": "https://oauth2.googleapis.com/token",
+                    "token_uri": config.firebase_token_uri,
                 }
             )
         fcm_app = firebase_admin.initialize_app(

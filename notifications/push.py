@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import google.auth.exceptions
 from django.conf import settings
 from firebase_admin import exceptions, messaging
 
@@ -210,11 +211,14 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     if to_send:
         try:
             fcm_app = fcm.app()
+            # A token due for refresh is refreshed here, once, not by each of the sending threads.
+            fcm.prepare()
         except fcm.NotConfigured as exc:
             if settings.CONFIG.production:
-                log.record([(t.row_id, False, str(exc), "") for t in to_send])
-                return [Outcome.failure(e, TransientError(str(exc))) for e in envelopes]
+                return _fail_all(to_send, envelopes, str(exc))
             fcm_app = None
+        except google.auth.exceptions.GoogleAuthError as exc:  # refused or unreachable token endpoint
+            return _fail_all(to_send, envelopes, f"no FCM access token: {exc}")
         dead_tokens: list[str] = []
         for answered in _send(fcm_app, to_send):
             rows: list[tuple[Any, bool, str, str]] = []
@@ -238,6 +242,12 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
             logger.info("deactivated %d device(s) whose FCM token is no longer valid", deactivated)
 
     return [_outcome(e, states[e.job_id]) for e in envelopes]
+
+
+def _fail_all(to_send: list[Target], envelopes: list[Envelope], reason: str) -> list[Outcome]:
+    """Nothing can be sent: the claimed pushes are recorded as failed and every job is retried."""
+    log.record([(t.row_id, False, reason, "") for t in to_send])
+    return [Outcome.failure(e, TransientError(reason)) for e in envelopes]
 
 
 NO_DEVICE = "no-device"  # the log row's recipient when a user has no active device

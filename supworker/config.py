@@ -20,6 +20,8 @@ from supworker.env import ConfigError, EnvReader
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# Google's OAuth 2.0 token endpoint, the token_uri of every service-account key file it issues.
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 DEV_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"  # noqa: S105 - development default
 LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")} | {"warn": "WARNING"}
 
@@ -100,6 +102,7 @@ class Config:
     firebase_project_id: str
     firebase_client_email: str
     firebase_private_key: str
+    firebase_token_uri: str  # where the service account's JWT is exchanged for an access token
     smtp_host: str
     smtp_port: int
     smtp_user: str
@@ -326,6 +329,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         firebase_project_id=env.str("FIREBASE_PROJECT_ID"),
         firebase_client_email=env.email("FIREBASE_CLIENT_EMAIL"),
         firebase_private_key=private_key,
+        firebase_token_uri=env.url("FIREBASE_TOKEN_URI", schemes=("http", "https"), default=GOOGLE_TOKEN_URI),
         smtp_host=env.str("SMTP_HOST"),
         smtp_port=smtp_port,
         smtp_user=env.str("SMTP_USER"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dj_database_url
 
-from supworker.config import BASE_DIR, load_config
+from supworker.config import BASE_DIR, Config, load_config
 from supworker.logging_config import build_logging
 
 CONFIG = load_config()
@@ -83,23 +83,31 @@ MEDIA_ROOT = CONFIG.media_root
 MEDIA_URL = "/media/"
 # Admin assets are served by WhiteNoise from the installed apps, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
-if CONFIG.aws_s3_bucket:
-    STORAGES["default"] = {
+
+
+def media_storage(config: Config) -> dict:
+    """Django's STORAGES["default"]: files under MEDIA_ROOT, or S3 (django-storages) when AWS_S3_BUCKET is set."""
+    if not config.aws_s3_bucket:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": CONFIG.aws_s3_bucket,
-            "region_name": CONFIG.aws_region,
-            "endpoint_url": CONFIG.aws_s3_endpoint_url or None,
-            "access_key": CONFIG.aws_access_key_id or None,
-            "secret_key": CONFIG.aws_secret_access_key or None,
+            "bucket_name": config.aws_s3_bucket,
+            "region_name": config.aws_region,
+            "endpoint_url": config.aws_s3_endpoint_url or None,
+            # None: boto3's own credential chain (an instance or task role, ~/.aws/credentials).
+            "access_key": config.aws_access_key_id or None,
+            "secret_key": config.aws_secret_access_key or None,
             "file_overwrite": True,  # outputs use deterministic keys: a rerun replaces, never duplicates
             "default_acl": None,
         },
     }
+
+
+STORAGES = {
+    "default": media_storage(CONFIG),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # --- RQ -------------------------------------------------------------------------------------
 # Per-queue defaults; the per-job-type policy (priority, timeout, retries) is in supworker.queues.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.testenv import ROOT
 
@@ -89,3 +90,24 @@ def drain_queue(redis_conn, queue_name: str, rounds: int = 1, wait_scheduled: fl
                 scheduler.enqueue_scheduled_jobs()
     finally:
         scheduler.release_locks()
+
+
+class ManagedProcesses:
+    """Long-running `manage.py` commands of one test, each with its own log file, all started
+    with `env` over the test's environment; the test's fixture calls stop_all()."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir, self.env = log_dir, env
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        log_path = self.log_dir / f"{args[0]}-{len(self.started)}.log"
+        self.started.append((start_manage(*args, log_path=log_path, env=self.env | env), log_path))
+        return self.started[-1][0]
+
+    def log(self, index: int = -1) -> str:
+        return self.started[index][1].read_text()
+
+    def stop_all(self) -> None:
+        for process, _ in self.started:
+            stop(process)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.media_files import MediaFiles, MediaHarness, free_port
+from tests.media_files import MediaFiles, MediaHarness
+from tests.s3_server import S3Bucket, S3Server, storage_from_environment
 
 
 @pytest.fixture(scope="session")
@@ -22,42 +23,21 @@ def media_files(tmp_path_factory) -> MediaFiles:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """moto's S3-compatible server on loopback, as a MinIO or Ceph would be in production."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3-compatible server on loopback, as a MinIO or Ceph would be in production,
+    checking every request's SigV4 signature against an IAM user's key (tests/s3_server.py)."""
+    server = S3Server()
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    yield server
     server.stop()
 
 
 @pytest.fixture
-def s3_storage(s3_server, settings) -> Iterator[str]:
-    """Point Django's default storage at a fresh bucket of the local S3 server; yields the bucket."""
-    import boto3
-
-    bucket = f"media-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    )
-    client.create_bucket(Bucket=bucket)
-    # The same options supworker/settings.py builds when AWS_S3_BUCKET is set.
-    settings.STORAGES = settings.STORAGES | {
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": bucket,
-                "region_name": "us-east-1",
-                "endpoint_url": s3_server,
-                "access_key": "test",
-                "secret_key": "test",
-                "file_overwrite": True,
-                "default_acl": None,
-            },
-        }
-    }
+def s3_storage(s3_server, settings) -> Iterator[S3Bucket]:
+    """Django's default storage on a fresh bucket of the local S3 server, set up as in production:
+    AWS_* variables read by supworker.config and turned into STORAGES by the settings' own code."""
+    bucket = s3_server.bucket(f"media-{uuid.uuid4().hex[:12]}")
+    settings.STORAGES = settings.STORAGES | {"default": storage_from_environment(bucket.env)}
     yield bucket
 
 

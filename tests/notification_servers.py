@@ -149,8 +149,11 @@ class FcmServer(_Holding):
         tls: ServerCertificate | None = None,
         gzip_answers: bool = False,
         http2: bool = False,
+        authorize: Callable[[str], bool] | None = None,
     ):
         self.token = token
+        # Checks each send's Authorization header instead of `token` (e.g. tests.oauth_token_server).
+        self.authorize = authorize
         self.tls = tls  # serve HTTPS with this certificate
         self.http2 = http2  # offer HTTP/2 (needs tls): served by hypercorn instead of uvicorn
         self.gzip_answers = gzip_answers  # compress answers for clients that accept gzip, as proxies may
@@ -258,7 +261,12 @@ class FcmServer(_Holding):
                 or parts[4] != "messages:send"):  # fmt: skip
             return 404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}, {}
         headers = dict(scope["headers"])
-        if headers.get(b"authorization") != self._authorization:
+        authorization = headers.get(b"authorization", b"")
+        if self.authorize:
+            allowed = self.authorize(authorization.decode("latin-1"))
+        else:
+            allowed = authorization == self._authorization
+        if not allowed:
             return 401, {"error": {"code": 401, "message": "bad credentials", "status": "UNAUTHENTICATED"}}, {}
         message = json.loads(body)["message"]
         token = message.get("token", "")

@@ -5,48 +5,40 @@ from __future__ import annotations
 
 import dataclasses
 
-import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 from PIL import Image
 
 from supworker.handlers import PermanentError
 from tests.media_files import free_port, stored_path
+from tests.s3_server import storage_from_environment
 
 pytestmark = pytest.mark.django_db
 pytest_plugins = ["tests.media_fixtures"]
 
 
-def bucket_objects(s3_server, bucket) -> dict[str, dict]:
-    client = boto3.client(
-        "s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    )
-    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return {o["Key"]: client.head_object(Bucket=bucket, Key=o["Key"]) for o in listed}
-
-
 @pytest.mark.slow
-def test_an_image_job_reads_and_writes_s3_and_a_rerun_overwrites(media_s3, s3_server, s3_storage):
+def test_an_image_job_reads_and_writes_s3_and_a_rerun_overwrites(media_s3, s3_storage):
     key = media_s3.upload("large.jpg")
     message = media_s3.message()
     media_s3.run("image", key, message.id, job_id="s3-image-1")
     message.refresh_from_db()
     assert message.media_status == "ready"
-    objects = bucket_objects(s3_server, s3_storage)
+    objects = s3_storage.objects()
     prefix = f"media/{message.id}/processed/"
     assert set(objects) == {key, prefix + "image.jpg", prefix + "thumb.jpg"}
     assert objects[prefix + "image.jpg"]["ContentType"] == "image/jpeg"
     assert objects[prefix + "image.jpg"]["ContentLength"] == message.media_metadata["bytes"]
 
     media_s3.run("image", key, message.id, job_id="s3-image-1")  # redelivered: same outputs, same keys
-    assert set(bucket_objects(s3_server, s3_storage)) == set(objects), "no second copy"
+    assert set(s3_storage.objects()) == set(objects), "no second copy"
 
 
 @pytest.mark.slow
-def test_a_voice_note_through_s3(media_s3, s3_server, s3_storage):
+def test_a_voice_note_through_s3(media_s3, s3_storage):
     message = media_s3.message()
     media_s3.run("audio", media_s3.upload("voice.ogg"), message.id)
-    objects = bucket_objects(s3_server, s3_storage)
+    objects = s3_storage.objects()
     assert objects[f"media/{message.id}/processed/audio.mp3"]["ContentType"] == "audio/mpeg"
 
 
@@ -59,19 +51,11 @@ def test_a_missing_s3_object_is_a_permanent_failure(media_s3, s3_storage):
 
 @pytest.mark.slow
 def test_an_unreachable_store_is_retried_and_fails_only_on_the_last_try(media, settings):
-    settings.STORAGES = settings.STORAGES | {
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": "media",
-                "endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
-                "access_key": "test",
-                "secret_key": "test",
-                "region_name": "us-east-1",
-                "client_config": BotoConfig(connect_timeout=1, retries={"max_attempts": 1}),
-            },
-        }
-    }
+    nothing_listens = {"AWS_S3_BUCKET": "media", "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    store = storage_from_environment(nothing_listens | {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"})
+    # Only to be quick: one connection attempt of at most a second, not boto3's retries.
+    store["OPTIONS"]["client_config"] = BotoConfig(connect_timeout=1, retries={"max_attempts": 1})
+    settings.STORAGES = settings.STORAGES | {"default": store}
     message = media.message()
     with pytest.raises(Exception) as excinfo:
         media.run("image", "uploads/a.jpg", message.id)
