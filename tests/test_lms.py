@@ -14,6 +14,7 @@ from email import message_from_bytes, policy
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from rq import Worker
 
 from notifications.models import Notification
@@ -102,6 +103,12 @@ def test_a_refused_otp_fails_at_once_and_a_deferred_one_counts_each_retry_then_f
     assert error["jobId"] == busy and error["name"] == "TransientError"
     assert error["message"] == "recipient deferred: 451"
     assert abs(at(error["at"]) - time.time()) < 60
+
+    web.force_login(get_user_model().objects.create_superuser("operator", password="a-long-password"))
+    html = web.get("/admin/monitoring/dashboard/").content.decode()
+    assert f"OTP e-mails: 0 delivered, 2 failed, {settings.CONFIG.max_retries} retried" in html
+    assert f"job {busy})" in html and "TransientError: recipient deferred: 451" in html
+    assert "Last delivered: never" in html
 
 
 def test_last_error_never_holds_the_code_nor_the_address_even_when_the_server_quotes_them(
