@@ -191,9 +191,9 @@ def _drain_supworker() -> tuple[Drain, dict[str, object]]:
     start, cpu = time.perf_counter(), time.process_time()
     thread.start()
     try:
-        # processedJobs counts envelopes written to Redis by a committed transaction; a 2 ms
+        # enqueuedJobs counts envelopes written to Redis by a committed transaction; a 2 ms
         # poll costs the consumer thread little GIL time.
-        _wait_for(lambda: consumer.stats.processedJobs, MESSAGES, "messages processed", 0.002, thread.is_alive)
+        _wait_for(lambda: consumer.stats.enqueuedJobs, MESSAGES, "messages enqueued", 0.002, thread.is_alive)
         drain = Drain(time.perf_counter() - start, time.process_time() - cpu)
     finally:
         consumer.stop()
@@ -224,7 +224,7 @@ def _verify_supworker(channel: BlockingChannel, redis: Redis, expected_ids: set[
             f"{len(items):,} items in {len(jobs):,} RQ jobs, {len(set(ids)):,} distinct job ids,"
             f" {len(expected_ids - set(ids)):,} missing, {len(set(ids) - expected_ids):,} unexpected"
         )
-    if stats["processedJobs"] != MESSAGES or stats["failedJobs"] or stats["duplicateJobs"]:
+    if stats["enqueuedJobs"] != MESSAGES or stats["rejectedMessages"] or stats["duplicateMessages"]:
         problems.append(f"consumer stats {stats}")
     problems.extend(_leftovers(channel))
     if problems:

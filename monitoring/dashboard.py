@@ -1,8 +1,8 @@
-"""What the admin dashboard shows: queues, the last 24 hours of jobs, recent dead letters."""
+"""What the admin dashboard shows: queues, the last 24 hours of jobs, OTP e-mails, recent dead letters."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from monitoring import queues
 from monitoring.charts import Bar, stacked_bars
+from notifications import otp_stats
+from supworker.enqueue import redis_connection
 from supworker.models import DeadLetter, Message
 
 HOURLY_SQL = """
@@ -29,6 +31,17 @@ def last_24_hours() -> list[Bar]:
     return [Bar(f"{hour:%H}h", *by_hour.get(hour, (0, 0))) for hour in hours]
 
 
+def otp_emails() -> dict[str, Any]:
+    """The LMS worker's statistics (notifications/otp_stats.py), times as datetimes for the template."""
+    stats = otp_stats.read(redis_connection())
+    error = stats.lastError
+    return {
+        "stats": stats,
+        "last_delivered": datetime.fromtimestamp(stats.lastProcessedAt, UTC) if stats.lastProcessedAt else None,
+        "last_error": error | {"at": datetime.fromtimestamp(error["at"], UTC)} if error else None,
+    }
+
+
 def context() -> dict[str, Any]:
     bars = last_24_hours()
     queue_report = queues.report()
@@ -38,6 +51,7 @@ def context() -> dict[str, Any]:
         "chart": stacked_bars(bars),
         "succeeded_24h": sum(b.ok for b in bars),
         "failed_24h": sum(b.failed for b in bars),
+        "otp": otp_emails(),
         "dead_letters": DeadLetter.objects.filter(requeued_at__isnull=True).order_by("-failed_at")[:10],
         "dead_letter_count": DeadLetter.objects.filter(requeued_at__isnull=True).count(),
         "media_failed": Message.objects.filter(media_status="failed").count(),

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from rq import Queue, Worker
 
+from notifications import otp_stats
 from supworker.enqueue import redis_connection
 from supworker.queues import QUEUES
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, DURATION_BUCKETS, DURATION_KEY, job_counts
@@ -22,7 +23,20 @@ QUEUE_STATES = {
     "finished": lambda q: q.finished_job_registry.count,
     "failed": lambda q: q.failed_job_registry.count,
 }
-CONSUMER_COUNTERS = ("processedJobs", "failedJobs", "retriedJobs", "duplicateJobs")
+# A consumer's intake counters (supworker/rabbit/consumer.py Stats): field -> metric name, help.
+CONSUMER_COUNTERS = {
+    "receivedMessages": ("supworker_consumer_received_messages", "Messages taken from RabbitMQ"),
+    "enqueuedJobs": ("supworker_consumer_enqueued_jobs", "Messages that became RQ jobs"),
+    "rejectedMessages": ("supworker_consumer_rejected_messages", "Invalid messages, dead-lettered"),
+    "duplicateMessages": ("supworker_consumer_duplicate_messages", "Messages of a job already enqueued, skipped"),
+    "redeliveredMessages": ("supworker_consumer_redelivered_messages", "Messages RabbitMQ delivered again"),
+}
+# The LMS OTP worker's statistics, for OTP e-mails (notifications/otp_stats.py): field -> metric name, help.
+LMS_COUNTERS = {
+    "processedJobs": ("supworker_lms_processed_jobs", "OTP e-mails delivered (the LMS worker's processedJobs)"),
+    "failedJobs": ("supworker_lms_failed_jobs", "OTP e-mails failed for good, after the last retry (failedJobs)"),
+    "retriedJobs": ("supworker_lms_retried_jobs", "Retries of OTP e-mails made (the LMS worker's retriedJobs)"),
+}
 
 
 class SupworkerCollector(Collector):
@@ -47,6 +61,7 @@ class SupworkerCollector(Collector):
 
         yield from self._durations(connection)
         yield from self._consumers(connection)
+        yield from self._lms(connection)
 
     def _durations(self, connection):
         raw = connection.hgetall(DURATION_KEY)
@@ -68,12 +83,14 @@ class SupworkerCollector(Collector):
 
     def _consumers(self, connection):
         counters = {
-            name: CounterMetricFamily(
-                f"supworker_consumer_{name.removesuffix('Jobs').lower()}", f"Consumer {name}", labels=["consumer"]
-            )
-            for name in CONSUMER_COUNTERS
+            field: CounterMetricFamily(name, text, labels=["consumer"])
+            for field, (name, text) in CONSUMER_COUNTERS.items()
         }
-        last = GaugeMetricFamily("supworker_consumer_last_processed_timestamp", "Unix time", labels=["consumer"])
+        last = GaugeMetricFamily(
+            "supworker_consumer_last_message_timestamp_seconds",
+            "When the consumer last took a message",
+            labels=["consumer"],
+        )
         for raw_name in connection.smembers(CONSUMERS_KEY):
             name = raw_name.decode()
             stats = {k.decode(): v.decode() for k, v in connection.hgetall(CONSUMER_KEY + name).items()}
@@ -81,6 +98,18 @@ class SupworkerCollector(Collector):
                 continue
             for field, family in counters.items():
                 family.add_metric([name], float(stats.get(field, 0)))
-            last.add_metric([name], float(stats.get("lastProcessedAt", 0)))
+            last.add_metric([name], float(stats.get("lastMessageAt", 0)))
         yield from counters.values()
+        yield last
+
+    def _lms(self, connection):
+        stats = otp_stats.read(connection)
+        for field, (name, text) in LMS_COUNTERS.items():
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], getattr(stats, field))
+            yield family
+        last = GaugeMetricFamily(
+            "supworker_lms_last_processed_timestamp_seconds", "When an OTP e-mail was last delivered (lastProcessedAt)"
+        )
+        last.add_metric([], stats.lastProcessedAt or 0.0)
         yield last

@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitoring import health, job_stats, queues, shutdown, system
+from monitoring import health, job_stats, lms, queues, shutdown, system
 from monitoring.prometheus import SupworkerCollector
 
 _REGISTRY = CollectorRegistry(auto_describe=False)
@@ -46,6 +46,13 @@ def live(request: HttpRequest) -> JsonResponse:
 def ready(request: HttpRequest) -> JsonResponse:
     """Ready for traffic when what every request needs answers: PostgreSQL and Redis."""
     return _health_response(health.CRITICAL)
+
+
+@read_only
+def lms_health(request: HttpRequest) -> JsonResponse:
+    """The LMS OTP worker's health object (monitoring/lms.py). Always 200: it is about the workers,
+    not this web process, so a probe pointed at it must not restart the web process."""
+    return JsonResponse(lms.report())
 
 
 @read_only

@@ -29,7 +29,7 @@ from notifications.rendering import RenderedEmail, render
 from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
-from supworker.masking import mask_email
+from supworker.masking import HIDDEN, mask_email
 
 logger = logging.getLogger("notifications.email")
 # OTP jobs carry no user id: the log keys them by a stable pseudonym of the address instead.
@@ -44,6 +44,7 @@ class Composed:
     to: str
     rendered: RenderedEmail
     delivery: log.Delivery
+    secret: str = ""  # an OTP code: never in an error about this e-mail (a server may quote the message)
 
 
 def compose_notification(envelope: Envelope) -> Composed:
@@ -81,7 +82,7 @@ def compose_otp(envelope: Envelope) -> Composed:
         title=rendered.subject,
         body=f"One-time code e-mail, valid {context['expiry_minutes']} min (code withheld)",
     )
-    return Composed(address, rendered, delivery)
+    return Composed(address, rendered, delivery, secret=context["otp"])
 
 
 def classify(exc: Exception) -> Exception:
@@ -96,6 +97,16 @@ def classify(exc: Exception) -> Exception:
     if isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600:
         return PermanentError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
     return TransientError(f"{type(exc).__name__}: {exc}")
+
+
+def withheld(error: Exception, secret: str) -> Exception:
+    """`error` with `secret` cut out of its text: the error is logged, recorded and shown."""
+    if not secret or secret not in str(error):
+        return error
+    text = str(error).replace(secret, HIDDEN)
+    if isinstance(error, TransientError):
+        return TransientError(text, retry_after=error.retry_after)
+    return type(error)(text)
 
 
 def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed]) -> list[Outcome]:
@@ -134,7 +145,7 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
                 connection.open()
                 connection.send_messages([message])
             except Exception as exc:  # noqa: BLE001 - every failure becomes the item's outcome
-                error = classify(exc)
+                error = withheld(classify(exc), item.secret)
                 logger.warning("e-mail to %s failed: %s", item.delivery.recipient, error)
                 log.record([(row_id, False, f"{type(error).__name__}: {error}", "")])
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)

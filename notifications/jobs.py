@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from notifications import email, fcm, push, rendering, sms
+from notifications import email, fcm, otp_stats, push, rendering, sms
+from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome, before_fork, handles_batch
+from supworker.handlers import Outcome, Settled, before_fork, handles_batch, on_settled
 
 
 @handles_batch("notification.push")
@@ -20,6 +21,12 @@ def send_emails(envelopes: list[Envelope]) -> list[Outcome]:
 @handles_batch("otp.email")
 def send_otp_emails(envelopes: list[Envelope]) -> list[Outcome]:
     return email.send_batch(envelopes, email.compose_otp)
+
+
+@on_settled("otp.email")
+def count_otp_emails(settled: list[Settled]) -> None:
+    """The LMS worker's statistics: delivered, failed for good, retried (notifications/otp_stats.py)."""
+    otp_stats.record(redis_connection(), settled)
 
 
 @handles_batch("notification.sms")

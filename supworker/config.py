@@ -78,6 +78,7 @@ class Config:
     rabbitmq_exchange: str
     rabbitmq_queue_name: str
     rabbitmq_queue_prefix: str
+    worker: bool  # WORKER=false: consume_rabbit takes nothing from RabbitMQ (the LMS worker's switch)
     prefetch_count: int
     heartbeat_interval_ms: int
     max_retries: int
@@ -305,6 +306,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         rabbitmq_exchange=env.name("RABBITMQ_EXCHANGE", "sup_exchange"),
         rabbitmq_queue_name=env.name("RABBITMQ_QUEUE_NAME", "service_send_otp"),
         rabbitmq_queue_prefix=env.name("RABBITMQ_QUEUE_PREFIX", "supworker"),
+        worker=env.bool("WORKER", True),
         prefetch_count=env.int("PREFETCH_COUNT", 500, 1, 65535),
         heartbeat_interval_ms=env.int("HEARTBEAT_INTERVAL_MS", 30000, 1000, 3_600_000),
         max_retries=env.int("MAX_RETRIES", 3, 0, 25),

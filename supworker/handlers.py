@@ -10,6 +10,8 @@ A domain app's `jobs.py` registers its handlers at import:
 
 A `jobs.py` may also register work for the worker process itself (`@before_fork`): done once
 before it forks work-horses, each horse inherits the result instead of redoing it per job.
+And it may ask to hear what the runner decided for each item of a type (`@on_settled`):
+succeeded, to be retried, or failed for good (e.g. the OTP e-mail statistics).
 
 A handler raises PermanentError for what can never succeed (bad payload, corrupt media, an
 unregistered token): the item is dead-lettered at once. Anything else it raises is transient
@@ -19,6 +21,7 @@ unregistered token): the item is dead-lettered at once. Anything else it raises 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from traceback import format_exception
@@ -71,7 +74,17 @@ class Outcome:
         )
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What the runner decided for one item: `status` is succeeded, retrying or failed (for good)."""
+
+    envelope: Envelope
+    outcome: Outcome
+    status: str
+
+
 BatchHandler = Callable[[list[Envelope]], list[Outcome]]
+SettledListener = Callable[[list[Settled]], None]
 _HANDLERS: dict[str, BatchHandler] = {}
 _discovered = False
 
@@ -104,6 +117,32 @@ def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[En
 
 
 _BEFORE_FORK: list[Callable[[], None]] = []
+_ON_SETTLED: dict[str, list[SettledListener]] = defaultdict(list)
+
+
+def on_settled(job_type: str) -> Callable[[SettledListener], SettledListener]:
+    """Register a listener told, once the items are recorded, what became of each item of `job_type`."""
+
+    def register(fn: SettledListener) -> SettledListener:
+        _ON_SETTLED[job_type].append(fn)
+        return fn
+
+    return register
+
+
+def report_settled(settled: list[Settled]) -> None:
+    """Tell each job type's listeners about its items. A listener's failure is logged, never the
+    batch's: the items are recorded already, and statistics are not worth running them again."""
+    load_handlers()
+    by_type: dict[str, list[Settled]] = defaultdict(list)
+    for item in settled:
+        by_type[item.envelope.job_type].append(item)
+    for job_type, items in by_type.items():
+        for listener in _ON_SETTLED.get(job_type, ()):
+            try:
+                listener(items)
+            except Exception:
+                logger.warning("%s failed on %d %s item(s)", listener.__qualname__, len(items), job_type, exc_info=True)
 
 
 def before_fork(function: Callable[[], None]) -> Callable[[], None]:

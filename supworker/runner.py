@@ -25,7 +25,7 @@ from rq.results import Result
 from supworker import records
 from supworker.enqueue import batch_jobs, create_jobs
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome, PermanentError, TransientError, handler_for
+from supworker.handlers import Outcome, PermanentError, Settled, TransientError, handler_for, report_settled
 from supworker.models.job_records import JobStatus
 from supworker.policy import retry_delay
 from supworker.stats import count_outcomes, observe_duration
@@ -67,6 +67,7 @@ def run_batch(items: list[dict]) -> dict[str, int]:
         schedule_retries(queue, retry, seed=job.id)
     if dead:
         park_in_failed_registry(queue, dead, seed=job.id)
+    report_settled([Settled(by_id[o.job_id], o, statuses[o.job_id]) for o in outcomes])
 
     summary = {
         "succeeded": sum(o.ok for o in outcomes),
@@ -143,6 +144,7 @@ def give_up(job: Job, reason: str) -> None:
         records.finish(outcomes, {e.job_id: JobStatus.FAILED for e in unfinished}, timezone.now())
         for envelope, outcome in zip(unfinished, outcomes, strict=True):
             records.dead_letter(envelope, outcome.error)
+        report_settled([Settled(e, o, JobStatus.FAILED) for e, o in zip(unfinished, outcomes, strict=True)])
     except Exception:  # PostgreSQL may be what failed: the batch stays in RQ's failed registry
         log.exception("could not record the items of failed batch %s", job.id)
         return

@@ -32,6 +32,7 @@ def test_defaults_point_at_the_project_local_services():
     assert (config.rabbitmq_exchange, config.rabbitmq_queue_name) == ("sup_exchange", "service_send_otp")
     assert (config.max_retries, config.base_delay_ms) == (3, 5000)
     assert not config.production
+    assert config.worker, "consume_rabbit consumes unless WORKER=false"
 
 
 def test_operators_variable_names_are_accepted():
@@ -48,12 +49,14 @@ def test_operators_variable_names_are_accepted():
         FIREBASE_PRIVATE_KEY="-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\\n",
         NODE_ENV="development",
         LOG_LEVEL="warn",
+        WORKER="false",
     )
     assert config.redis_url == "redis://:p%40ss%2Fword@cache.internal:6380/0"
     assert config.smtp_password == "legacy-name"
     assert config.smtp_security == "ssl"  # implied by port 465
     assert config.firebase_private_key.count("\n") == 3  # escaped newlines restored
     assert config.log_level == "WARNING"
+    assert config.worker is False
 
 
 def test_redis_url_wins_over_host_and_port():
@@ -85,6 +88,7 @@ def test_redis_url_wins_over_host_and_port():
         ({"SMS_BACKEND": "vonage"}, "SMS_API_KEY is required but not set"),
         ({"SMS_FROM_NUMBER": "0612345678"}, "SMS_FROM_NUMBER must be an E.164 phone number"),
         ({"SECURE_SSL_REDIRECT": "maybe"}, "SECURE_SSL_REDIRECT must be true or false"),
+        ({"WORKER": "maybe"}, "WORKER must be true or false"),
         ({"CRON_SESSIONS": "every day"}, "CRON_SESSIONS must be a cron expression such as '0 0 * * *', or off"),
         ({"MESSAGE_RETENTION_POLICY": "shred"}, "MESSAGE_RETENTION_POLICY must be one of archive, delete, off"),
         ({"SUPWORKER_ENV": "production"}, "DJANGO_SECRET_KEY must be set to a random value"),

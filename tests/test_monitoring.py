@@ -122,7 +122,8 @@ def test_prometheus_exposes_queues_outcomes_durations_and_consumers(web, redis_c
     count_outcomes(redis_conn, "media.video", succeeded=4, failed=1)
     observe_duration(redis_conn, "media.video", 3.0, items=4)
     redis_conn.sadd(CONSUMERS_KEY, "c1")
-    redis_conn.hset(CONSUMER_KEY + "c1", mapping={"processedJobs": 7, "failedJobs": 1, "lastProcessedAt": 1.5})
+    redis_conn.hset(CONSUMER_KEY + "c1", mapping={"receivedMessages": 9, "enqueuedJobs": 7, "rejectedMessages": 1})
+    redis_conn.hset(CONSUMER_KEY + "c1", mapping={"duplicateMessages": 1, "lastMessageAt": 1.5})
 
     response = web.get("/metrics")
     conforms(response, "/metrics")
@@ -136,7 +137,17 @@ def test_prometheus_exposes_queues_outcomes_durations_and_consumers(web, redis_c
     assert samples[("supworker_job_duration_seconds_bucket", (("le", "2.5"), ("type", "media.video")))] == 0
     assert samples[("supworker_job_duration_seconds_bucket", (("le", "5.0"), ("type", "media.video")))] == 4
     assert samples[("supworker_job_duration_seconds_sum", (("type", "media.video"),))] == 12.0
-    assert samples[("supworker_consumer_processed_total", (("consumer", "c1"),))] == 7
+    consumer = (("consumer", "c1"),)
+    assert samples[("supworker_consumer_received_messages_total", consumer)] == 9
+    assert samples[("supworker_consumer_enqueued_jobs_total", consumer)] == 7
+    assert samples[("supworker_consumer_rejected_messages_total", consumer)] == 1
+    assert samples[("supworker_consumer_duplicate_messages_total", consumer)] == 1
+    assert samples[("supworker_consumer_redelivered_messages_total", consumer)] == 0
+    assert samples[("supworker_consumer_last_message_timestamp_seconds", consumer)] == 1.5
+    # The LMS worker's names mean OTP e-mails, delivered by the workers (tests/test_lms.py): none yet.
+    assert samples[("supworker_lms_processed_jobs_total", ())] == 0
+    assert samples[("supworker_lms_last_processed_timestamp_seconds", ())] == 0
+    assert not [name for name, _ in samples if name.startswith("supworker_consumer_processed")]
 
 
 def test_shutdown_is_refused_without_the_right_credentials(web, settings, redis_conn):

@@ -43,7 +43,7 @@ from supworker.models import DeadLetter
 from supworker.payloads import InvalidMessage, parse_message, usable_message_id
 from supworker.policy import POLICIES
 from supworker.rabbit import topology
-from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
+from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
 
 log = logging.getLogger("supworker.consumer")
 
@@ -64,15 +64,18 @@ class Delivery:
 
 @dataclass
 class Stats:
-    """The LMS worker's statistics, plus what this consumer needs to say about itself."""
+    """What this consumer did with the messages it took: its intake. (The LMS worker's statistics,
+    OTP e-mails delivered, failed and retried, are kept by the workers that send them:
+    notifications/otp_stats.py.)"""
 
-    processedJobs: int = 0
-    failedJobs: int = 0
-    retriedJobs: int = 0
-    duplicateJobs: int = 0
+    receivedMessages: int = 0  # every message taken from RabbitMQ
+    enqueuedJobs: int = 0  # messages that became RQ jobs
+    rejectedMessages: int = 0  # invalid: dead-lettered with the reason
+    duplicateMessages: int = 0  # a job already enqueued: acked, not enqueued again
+    redeliveredMessages: int = 0  # delivered again by RabbitMQ (a connection dropped before their ack)
     ownEvents: int = 0  # our own media.processed/failed events, skipped
     startTime: float = field(default_factory=time.time)
-    lastProcessedAt: float = 0.0
+    lastMessageAt: float = 0.0
     lastError: str = ""
 
 
@@ -109,7 +112,8 @@ class Consumer:
         self._channel: BlockingChannel | None = None
         self._dead_channel: BlockingChannel | None = None
         self._next_heartbeat = 0.0
-        self._processed_at_heartbeat = 0
+        self._received_at_heartbeat = 0
+        self._process = psutil.Process()
 
     # --- life cycle -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -150,6 +154,7 @@ class Consumer:
         tags = [self._channel.basic_consume(s.queue, partial(self._on_message, s)) for s in sources]
         log.info("consuming from %s", ", ".join(s.queue for s in sources))
         backoff.reset()
+        self._save_stats()  # monitoring sees a consumer at once, not at its first batch or heartbeat
         next_shutdown_check = 0.0
         while not self._stopping.is_set():
             if time.monotonic() >= next_shutdown_check:  # POST /shutdown asks through Redis
@@ -242,11 +247,12 @@ class Consumer:
         self._channel.basic_ack(delivery_tag=deliveries[-1].tag, multiple=True)
         self._buffer = []
 
-        self.stats.processedJobs += len(result.enqueued) if result else 0
-        self.stats.duplicateJobs += len(result.duplicates) if result else 0
-        self.stats.failedJobs += len(rejected)
-        self.stats.retriedJobs += sum(d.redelivered for d in deliveries)
-        self.stats.lastProcessedAt = now
+        self.stats.receivedMessages += len(deliveries)
+        self.stats.enqueuedJobs += len(result.enqueued) if result else 0
+        self.stats.duplicateMessages += len(result.duplicates) if result else 0
+        self.stats.rejectedMessages += len(rejected)
+        self.stats.redeliveredMessages += sum(d.redelivered for d in deliveries)
+        self.stats.lastMessageAt = now
         self._save_stats()
 
     def _identity(self, job_id: str | None, delivery: Delivery) -> tuple[str, str, int]:
@@ -307,6 +313,7 @@ class Consumer:
     def _save_stats(self) -> None:
         fields = {k: v for k, v in vars(self.stats).items()}
         fields.update({"pid": os.getpid(), "host": socket.gethostname(), "heartbeatAt": time.time()})
+        fields["memoryUsage"] = json.dumps(memory_usage(self._process))
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(CONSUMER_KEY + self.name, mapping=fields)
             pipe.expire(CONSUMER_KEY + self.name, 86400)
@@ -319,23 +326,23 @@ class Consumer:
         first = self._next_heartbeat == 0.0
         self._next_heartbeat = now + self.config.heartbeat_interval_ms / 1000
         if first:
-            self._processed_at_heartbeat = self.stats.processedJobs
+            self._received_at_heartbeat = self.stats.receivedMessages
             return
         waiting = sum(self._channel.queue_declare(s.queue, passive=True).method.message_count for s in sources)
         log.info("consumer health: %s, %d ready in RabbitMQ", self._stats_line(), waiting)
-        if waiting and self.stats.processedJobs == self._processed_at_heartbeat and not self._buffer:
+        if waiting and self.stats.receivedMessages == self._received_at_heartbeat and not self._buffer:
             log.warning(
                 "consumer looks stuck: %d messages wait and none was processed since the last heartbeat", waiting
             )
-        self._processed_at_heartbeat = self.stats.processedJobs
+        self._received_at_heartbeat = self.stats.receivedMessages
         self._save_stats()
 
     def _stats_line(self) -> str:
-        rss_mb = psutil.Process().memory_info().rss / 2**20
+        rss_mb = self._process.memory_info().rss / 2**20
         s = self.stats
         return (
-            f"processed={s.processedJobs} failed={s.failedJobs} retried={s.retriedJobs} "
-            f"duplicates={s.duplicateJobs} rss={rss_mb:.0f}MB"
+            f"received={s.receivedMessages} enqueued={s.enqueuedJobs} rejected={s.rejectedMessages} "
+            f"duplicates={s.duplicateMessages} redelivered={s.redeliveredMessages} rss={rss_mb:.0f}MB"
         )
 
 

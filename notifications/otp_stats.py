@@ -1,0 +1,84 @@
+"""The LMS OTP worker's statistics, kept for OTP e-mails (job type `otp.email`) in one Redis hash.
+
+The names and meanings are the LMS worker's:
+
+- `processedJobs`: OTP e-mails delivered (the SMTP server or e-mail provider accepted them);
+- `failedJobs`: OTP e-mails that failed for good: a permanent error at once, or a transient
+  one after the last of `MAX_RETRIES` retries;
+- `retriedJobs`: retries made (each time a failed OTP e-mail is put back to be tried again);
+- `startTime`: when these counters started (the first OTP e-mail settled since Redis was empty);
+- `lastProcessedAt`: when an OTP e-mail was last delivered;
+- `lastError`: the last delivery error, address masked, code never in it (notifications/email.py).
+
+Every notification worker adds to the same hash, so the numbers are the whole service's.
+They are counted once the runner has recorded each item's outcome (`on_settled`, registered in
+notifications/jobs.py): an e-mail sent by a worker that died before recording it is counted by
+the item's next run, which finds it sent (notifications/log.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from supworker.handlers import Settled
+from supworker.models.job_records import JobStatus
+
+STATS_KEY = "supworker:stats:otp.email"
+
+
+@dataclass(frozen=True)
+class OtpStats:
+    """The LMS worker's names, as its operators know them; times are Unix times."""
+
+    processedJobs: int = 0
+    failedJobs: int = 0
+    retriedJobs: int = 0
+    startTime: float | None = None
+    lastProcessedAt: float | None = None
+    lastError: dict[str, Any] | None = None  # name, message, jobId, at
+
+
+def record(connection: Redis, settled: list[Settled]) -> None:
+    """Count what became of a batch's OTP e-mails."""
+    if not settled:
+        return
+    now = time.time()
+    delivered = sum(item.outcome.ok for item in settled)
+    errors = [item for item in settled if not item.outcome.ok]
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hsetnx(STATS_KEY, "startTime", repr(now))
+        for field, number in (
+            ("processedJobs", delivered),
+            ("failedJobs", sum(item.status == JobStatus.FAILED for item in errors)),
+            ("retriedJobs", sum(item.status == JobStatus.RETRYING for item in errors)),
+        ):
+            if number:
+                pipe.hincrby(STATS_KEY, field, number)
+        if delivered:
+            pipe.hset(STATS_KEY, "lastProcessedAt", repr(now))
+        if errors:
+            pipe.hset(STATS_KEY, "lastError", json.dumps(_error(errors[-1], now)))
+        pipe.execute()
+
+
+def read(connection: Redis) -> OtpStats:
+    raw = {key.decode(): value.decode() for key, value in connection.hgetall(STATS_KEY).items()}
+    return OtpStats(
+        processedJobs=int(raw.get("processedJobs", 0)),
+        failedJobs=int(raw.get("failedJobs", 0)),
+        retriedJobs=int(raw.get("retriedJobs", 0)),
+        startTime=float(raw["startTime"]) if "startTime" in raw else None,
+        lastProcessedAt=float(raw["lastProcessedAt"]) if "lastProcessedAt" in raw else None,
+        lastError=json.loads(raw["lastError"]) if "lastError" in raw else None,
+    )
+
+
+def _error(item: Settled, now: float) -> dict[str, Any]:
+    # Outcome.error is "<exception class>: <message>", masked already (supworker.handlers.Outcome).
+    name, _, message = item.outcome.error.partition(": ")
+    return {"name": name, "message": message, "jobId": item.envelope.job_id, "at": now}
