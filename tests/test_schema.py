@@ -101,6 +101,7 @@ def test_migrations_build_the_messenger_schema_and_reverse(fresh_database):
 
     tables = {row[0] for row in query(fresh_database, "SELECT tablename FROM pg_tables WHERE schemaname='public'")}
     assert set(EXPECTED_COLUMNS) | SERVICE_TABLES <= tables
+    assert "fcm_django_fcmdevice" not in tables, "fcm_django's swapped-out model got a table of its own"
     for table, expected in EXPECTED_COLUMNS.items():
         rows = query(
             fresh_database,
