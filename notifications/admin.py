@@ -2,14 +2,15 @@ from django.contrib import admin
 
 from notifications.models import Device, Notification
 
-# fcm-django's own admin expects a `user` foreign key; our devices carry the messenger's user id.
+# fcm-django's own admin (fcm_django comes first in INSTALLED_APPS) expects a `user` foreign key;
+# our devices carry the messenger's user id.
 if admin.site.is_registered(Device):
     admin.site.unregister(Device)
 
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("id", "user_id", "type", "name", "active", "date_created")
+    list_display = ("id", "user_id", "type", "device_id", "active", "changed_at", "date_created")
     list_filter = ("active", "type", "date_created")
     search_fields = ("user_id", "device_id", "name", "registration_id")
     date_hierarchy = "date_created"

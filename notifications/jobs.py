@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from notifications import email, fcm, otp_stats, push, rendering, sms
+from typing import Any
+
+from notifications import devices, email, fcm, otp_stats, push, rendering, sms
 from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome, Settled, before_fork, handles_batch, on_settled
+from supworker.handlers import Outcome, Settled, before_fork, handles, handles_batch, on_settled
 
 
 @handles_batch("notification.push")
@@ -32,6 +34,21 @@ def count_otp_emails(settled: list[Settled]) -> None:
 @handles_batch("notification.sms")
 def send_sms(envelopes: list[Envelope]) -> list[Outcome]:
     return sms.send_batch(envelopes)
+
+
+@handles("device.register")
+def register_device(envelope: Envelope) -> dict[str, Any]:
+    """The token now reaches `userId` (moved from whoever held it), unless a newer change
+    (`at`) about it was applied already: the newest message about a token wins, whatever the
+    order they arrive in. See notifications/devices.py."""
+    return devices.register(envelope)
+
+
+@handles("device.unregister")
+def unregister_device(envelope: Envelope) -> dict[str, Any]:
+    """The token gets no more pushes, unless a newer change (`at`) about it was applied already;
+    it is kept, inactive, so that an older register arriving later is ignored."""
+    return devices.unregister(envelope)
 
 
 # Done in the RQ worker before it forks: each work-horse inherits them instead of making them per job.

@@ -57,6 +57,11 @@ class Device(AbstractFCMDevice):
 
     user = None
     user_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # The `at` of the last device.register or device.unregister applied to this row: messages
+    # about the token that are not newer are ignored (see notifications/devices.py).
+    changed_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the messenger made the last change applied to this device"
+    )
 
     class Meta(AbstractFCMDevice.Meta):
         db_table = "fcm_devices"

@@ -11,9 +11,11 @@ first notification with the second (notification tag; Web Push Topic for one sti
 Android's `collapse_key` is not used: FCM keeps at most four collapse keys per device while
 it is offline and may drop the rest, so one per job would lose messages.
 
-Per token: UNREGISTERED, INVALID_ARGUMENT and SENDER_ID_MISMATCH deactivate the device and
-are not retried; QUOTA_EXCEEDED (429), INTERNAL (500), UNAVAILABLE (503) and network errors
-are retried by the runner with backoff, honouring Retry-After (at least a minute for quota).
+Per token: UNREGISTERED, SENDER_ID_MISMATCH and an INVALID_ARGUMENT about the token deactivate
+the device and are not retried; any other INVALID_ARGUMENT is about the message (a reserved data
+key, too big) and fails it without touching the device; QUOTA_EXCEEDED (429), INTERNAL (500),
+UNAVAILABLE (503) and network errors are retried by the runner with backoff, honouring
+Retry-After (at least a minute for quota).
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ logger = logging.getLogger("notifications.push")
 QUOTA_MIN_RETRY_AFTER = 60.0
 
 # These codes mean the token will never work again: stop sending to it.
-DEAD_TOKEN_CODES = {"UNREGISTERED", "INVALID_ARGUMENT", "SENDER_ID_MISMATCH"}
+DEAD_TOKEN_CODES = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
+# INVALID_ARGUMENT also means a message FCM refuses whatever the token; Google's answer for a
+# bad token says "The registration token is not a valid FCM registration token".
+INVALID_REGISTRATION_PHRASE = "registration token"
 
 
 @dataclass
@@ -59,7 +64,8 @@ class Target:
 @dataclass
 class JobState:
     sent: int = 0
-    dead: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)  # tokens FCM will never accept: deactivated
+    refused: list[str] = field(default_factory=list)  # messages FCM will never accept
     retry: list[tuple[str, float | None]] = field(default_factory=list)
     targets: int = 0
 
@@ -146,17 +152,26 @@ def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, 
     return targets, states
 
 
-def classify(error: exceptions.FirebaseError) -> tuple[str, bool, float | None]:
-    """(FCM error code, dead token?, retry after seconds) of one failed send."""
+@dataclass(frozen=True)
+class Failure:
+    """What one failed send means."""
+
+    code: str  # FCM's error code
+    dead_token: bool = False  # the token will never work again
+    permanent: bool = False  # this message will never be accepted (a dead token, or the message itself)
+    retry_after: float | None = None
+
+
+def classify(error: exceptions.FirebaseError) -> Failure:
     code = _fcm_code(error) or str(error.code)
-    if code in DEAD_TOKEN_CODES or isinstance(
-        error, messaging.UnregisteredError | messaging.SenderIdMismatchError | exceptions.InvalidArgumentError
-    ):
-        return code, True, None
+    if code in DEAD_TOKEN_CODES or isinstance(error, messaging.UnregisteredError | messaging.SenderIdMismatchError):
+        return Failure(code, dead_token=True, permanent=True)
+    if code == "INVALID_ARGUMENT" or isinstance(error, exceptions.InvalidArgumentError):
+        return Failure(code, dead_token=INVALID_REGISTRATION_PHRASE in str(error).lower(), permanent=True)
     retry_after = _retry_after(error)
     if code == "QUOTA_EXCEEDED" or isinstance(error, messaging.QuotaExceededError):
         retry_after = max(retry_after or 0, QUOTA_MIN_RETRY_AFTER)
-    return code, False, retry_after
+    return Failure(code, retry_after=retry_after)
 
 
 def _fcm_code(error: exceptions.FirebaseError) -> str | None:
@@ -228,18 +243,24 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                     state.sent += 1
                     rows.append((target.row_id, True, "", message_id or ""))
                     continue
-                code, dead, retry_after = classify(error)
-                reason = f"{code}: {error}"
+                failure = classify(error)
+                reason = f"{failure.code}: {error}"
                 rows.append((target.row_id, False, reason, ""))
-                if dead:
+                if failure.dead_token:
                     dead_tokens.append(target.token)
                     state.dead.append(reason)
+                elif failure.permanent:
+                    state.refused.append(reason)
                 else:
-                    state.retry.append((reason, retry_after))
+                    state.retry.append((reason, failure.retry_after))
             log.record(rows)  # at once: a push whose answer is recorded is never sent again
         if dead_tokens:
-            deactivated = Device.objects.filter(registration_id__in=dead_tokens, active=True).update(active=False)
-            logger.info("deactivated %d device(s) whose FCM token is no longer valid", deactivated)
+            # fcm-django's deactivation: its device_deactivated signal fires when
+            # FCM_DJANGO_SETTINGS["EMIT_DEVICE_DEACTIVATED_SIGNAL"] asks for it.
+            deactivated = Device.objects.filter(registration_id__in=dead_tokens).deactivate(
+                reason="firebase_error", source="notification.push"
+            )
+            logger.info("deactivated %d device(s) whose FCM token is no longer valid", len(deactivated))
 
     return [_outcome(e, states[e.job_id]) for e in envelopes]
 
@@ -304,6 +325,7 @@ def _outcome(envelope: Envelope, state: JobState) -> Outcome:
         waits = [after for _, after in state.retry if after is not None]
         detail = f"{len(state.retry)} of {state.targets} push(es) to retry; first: {reason}"
         return Outcome.failure(envelope, TransientError(detail, retry_after=max(waits) if waits else None))
-    if state.dead and not state.sent:
-        return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {state.dead[0]}"))
+    if (state.dead or state.refused) and not state.sent:
+        first = (state.refused or state.dead)[0]
+        return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {first}"))
     return Outcome.success(envelope, {"sent": state.sent, "deactivated": len(state.dead), "devices": state.targets})

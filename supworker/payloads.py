@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NoReturn
 from uuid import UUID
 
@@ -37,6 +37,7 @@ from supworker.policy import CLEANUP_TYPES
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_FCM_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
 MAX_NESTING = 32  # levels of objects and arrays in free-form `data`; publishers send flat maps
 
 
@@ -105,6 +106,12 @@ def _free_form(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _fcm_token(value: str) -> str:
+    if not _FCM_TOKEN_RE.match(value):
+        raise ValueError("must be printable ASCII without spaces, as FCM registration tokens are")
+    return value
+
+
 def usable_message_id(value: object) -> bool:
     """Whether an AMQP message_id can serve as a job id: text that Redis keys and the job
     records can hold (pika gives bytes for one that is not UTF-8; NUL breaks PostgreSQL)."""
@@ -115,21 +122,30 @@ JobId = Annotated[str, AfterValidator(_job_id)]
 StorageKey = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_storage_key)]
 Phone = Annotated[str, AfterValidator(_e164)]
 ShortText = Annotated[str, Field(max_length=256)]
+# A token kept in fcm_devices, whose unique index refuses entries over 2704 bytes (a 4096-character
+# token fails to insert); FCM's own tokens are about 150 to 250 characters.
+DeviceToken = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_fcm_token)]
+# Device messages whose `at` is further ahead of our clock are refused: a future `at` would pin
+# the token's state until then (a publisher whose clock runs a day fast would block a day of changes).
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # An ISO time without an offset is UTC (JavaScript's toISOString always says Z); a naive
+    # 0001-01-01 would otherwise fail to convert to epoch seconds in local time.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+# Epoch milliseconds (as the Node publishers send) or ISO 8601; UTC when no offset is given.
+Moment = Annotated[datetime, AfterValidator(_aware)]
 
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     jobId: JobId | None = None
-    timestamp: datetime | None = None  # epoch milliseconds (as the Node publishers send) or ISO 8601
+    timestamp: Moment | None = None
     priority: Literal["low", "normal", "high"] | None = None
-
-    @field_validator("timestamp")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        # An ISO time without an offset is UTC (JavaScript's toISOString always says Z); a naive
-        # 0001-01-01 would otherwise fail to convert to epoch seconds in local time.
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class MediaJob(_Message):
@@ -171,6 +187,37 @@ class CleanupJob(_Message):
     data: Annotated[dict[str, Any], AfterValidator(_free_form)] | None = None
 
 
+DEVICE_ACTIONS = ("register", "unregister")
+
+
+class DeviceJob(_Message):
+    """The messenger says which FCM token reaches which user; the action is the routing key's
+    second part (device.register, device.unregister). See notifications/devices.py."""
+
+    type: Literal[DEVICE_ACTIONS]  # type: ignore[valid-type]
+    userId: UUID
+    fcmToken: DeviceToken
+    platform: Literal["ios", "android", "web"]
+    deviceId: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    # When the messenger made the change: it orders the messages about one token. `timestamp`
+    # stands in for it when absent.
+    at: Moment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_from_timestamp(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("at") is None and data.get("timestamp") is not None:
+            return {**data, "at": data["timestamp"]}
+        return data
+
+    @field_validator("at")
+    @classmethod
+    def _not_ahead(cls, value: datetime) -> datetime:
+        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError(f"is more than {MAX_CLOCK_SKEW.seconds // 60} minutes ahead of this server's clock")
+        return value
+
+
 class OtpMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -192,7 +239,10 @@ SCHEMAS: dict[str, type[_Message]] = {
     "notification": NotificationJob,
     "cleanup": CleanupJob,
     "otp": OtpJob,
+    "device": DeviceJob,
 }
+# Domains whose messages do not say their type: it is the routing key's second part.
+TYPED_BY_ROUTING_KEY = {"device": DEVICE_ACTIONS}
 _ENVELOPE_FIELDS = {"jobId", "timestamp", "priority", "retryCount"}
 
 
@@ -256,8 +306,17 @@ def _decode_json(body: bytes) -> tuple[Any, bool]:
         raise InvalidMessage(f"message is not JSON: {exc}") from None
 
 
+def _type_from_routing_key(domain: str, routing_key: str) -> str:
+    kinds = TYPED_BY_ROUTING_KEY[domain]
+    key_parts = routing_key.split(".")
+    if len(key_parts) < 2 or key_parts[1] not in kinds:
+        expected = " or ".join(f"{domain}.{kind}" for kind in kinds)
+        raise InvalidMessage(f"routing key {routing_key!r} must be {expected}")
+    return key_parts[1]
+
+
 def parse_message(domain: str, body: bytes, routing_key: str | bytes = "", max_bytes: int = 256 * 1024) -> ParsedJob:
-    """Validate one message body for `domain` (media, notification, cleanup or otp)."""
+    """Validate one message body for `domain` (media, notification, cleanup, otp or device)."""
     # pika hands over a routing key that is not UTF-8 as bytes; either way it ends up in records.
     if not isinstance(routing_key, str) or _CONTROL_RE.search(routing_key):
         raise InvalidMessage(f"routing key {routing_key!r} must be printable UTF-8 text")
@@ -270,6 +329,8 @@ def parse_message(domain: str, body: bytes, routing_key: str | bytes = "", max_b
         data = open_fields(data)
     except ValueError as exc:
         raise InvalidMessage(f"a sealed field cannot be opened: {exc}") from None
+    if domain in TYPED_BY_ROUTING_KEY and "type" not in data:
+        data = {**data, "type": _type_from_routing_key(domain, routing_key)}
     try:
         job = SCHEMAS[domain].model_validate(data)
     except ValidationError as exc:

@@ -56,6 +56,9 @@ POLICIES: dict[str, JobPolicy] = {
         JobPolicy("notification.sms", priority=1, timeout=30, batch_size=50, **_NOTIFY),
         # A person is waiting at a sign-in screen for this code: it goes with the pushes.
         JobPolicy("otp.email", priority=3, timeout=30, batch_size=50, **_NOTIFY),
+        # With the pushes, first in first out: a device registered before a push is known to it.
+        JobPolicy("device.register", priority=3, timeout=30, batch_size=100, **_NOTIFY),
+        JobPolicy("device.unregister", priority=3, timeout=30, batch_size=100, **_NOTIFY),
         *(JobPolicy(f"cleanup.{name}", **_CLEANUP) for name in CLEANUP_TYPES),
         *(
             JobPolicy(f"cleanup.{name}", **(_CLEANUP | {"timeout": timeout}))

@@ -22,6 +22,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Before notifications, whose admin replaces the one fcm_django registers for the device model.
+    "fcm_django",
     # Ours before django_rq: cleanup's rqscheduler command (which registers the cron table)
     # takes precedence over django-rq's.
     "supworker",
@@ -118,7 +120,13 @@ RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl, "WORKER_CLASS": "supworker.wo
 RQ_SHOW_ADMIN_LINK = True
 
 # --- fcm-django: devices belong to messenger users, who live in the messenger's database ---
+# Its device model swapped for ours (table fcm_devices, created by notifications' migrations).
 FCM_DJANGO_FCMDEVICE_MODEL = "notifications.Device"
+# fcm_django's own migrations would create a second, unused table for the model we swap out
+# (they predate its swappable setting): the app runs without migrations, which makes no table.
+MIGRATION_MODULES = {"fcm_django": None}
+# Inactive rows stay: an unregistered token's row keeps the time of that change, so an older
+# registration arriving late cannot revive it (notifications/devices.py).
 FCM_DJANGO_SETTINGS = {"ONE_DEVICE_PER_USER": False, "DELETE_INACTIVE_DEVICES": False}
 
 # --- e-mail ---------------------------------------------------------------------------------

@@ -47,6 +47,11 @@ FCM_STATUS = {
     "INTERNAL": (500, "INTERNAL"),
     "UNAVAILABLE": (503, "UNAVAILABLE"),
 }
+# Google's own text where it matters: an INVALID_ARGUMENT is about the token only when it says so.
+FCM_MESSAGES = {
+    "UNREGISTERED": "Requested entity was not found.",
+    "INVALID_ARGUMENT": "The registration token is not a valid FCM registration token",
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -160,7 +165,8 @@ class FcmServer(_Holding):
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.attempts: dict[str, int] = defaultdict(int)
-        # token -> answers to give, in order: "UNREGISTERED" or ("UNAVAILABLE", retry_after_seconds)
+        # token -> answers to give, in order: "UNREGISTERED", ("UNAVAILABLE", retry_after_seconds),
+        # or (code, retry_after, message), e.g. ("INVALID_ARGUMENT", None, "Invalid value at 'message.data'")
         self.script: dict[str, list[Any]] = {}
         self.keep_requests = keep_requests  # False: count attempts only (benchmarks)
         self._init_holding()
@@ -287,11 +293,11 @@ class FcmServer(_Holding):
             return 500, {"error": {"code": 500, "message": "answer dropped", "status": "INTERNAL"}}, {}
         if answer is None:
             return 200, {"name": f"projects/{parts[3]}/messages/{uuid.uuid4().hex}"}, {}
-        code, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+        code, retry_after, message = (*answer, None)[:3] if isinstance(answer, tuple) else (answer, None, None)
         status, google_status = FCM_STATUS[code]
         error = {
             "code": status,
-            "message": f"scripted {code}",
+            "message": message or FCM_MESSAGES.get(code, f"scripted {code}"),
             "status": google_status,
             "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}],
         }

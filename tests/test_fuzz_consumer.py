@@ -60,6 +60,10 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
     ("cleanup", "cleanup.sessions", {"type": "sessions", "jobId": "clean:1"}),
     (OTP, OTP, {"email": "ann@example.com", "otp": "482913", "retryCount": 1,
                 "metadata": {"userName": "Ann", "expiryMinutes": 10}}),
+    ("device", "device.register", {"userId": USER, "fcmToken": "device-token", "platform": "ios",
+                                   "deviceId": "phone-1", "at": "2024-05-01T10:00:00.123Z"}),
+    ("device", "device.unregister", {"userId": USER, "fcmToken": "device-token", "platform": "web",
+                                     "timestamp": 1672531200000}),
 ]  # fmt: skip
 
 # Raw JSON text for a field's value: what a careless or hostile publisher may put there.
@@ -188,7 +192,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 domains = st.sampled_from([("media", "media.image"), ("notification", "notification.push"), ("cleanup", "cleanup.x"),
-                           (OTP, OTP)])  # fmt: skip
+                           (OTP, OTP), ("device", "device.register")])  # fmt: skip
 
 
 @st.composite
@@ -290,10 +294,11 @@ def test_every_hostile_message_becomes_a_storable_job_or_a_dead_letter_with_its_
     # The fuzz proves little unless it reaches both outcomes, every job type and every schema.
     assert seen["rejected"] >= 150, seen
     for kind in ("media.image", "media.video", "media.audio", "notification.push", "notification.email",
-                 "notification.sms", "cleanup.stories", "otp.email"):  # fmt: skip
+                 "notification.sms", "cleanup.stories", "otp.email", "device.register",
+                 "device.unregister"):  # fmt: skip
         assert seen[kind] >= 2, (kind, seen)
     for reason in ("message is not JSON", "invalid media job", "invalid notification job", "invalid otp job",
-                   "invalid cleanup job"):  # fmt: skip
+                   "invalid cleanup job", "invalid device job"):  # fmt: skip
         assert seen[reason] >= 5, (reason, seen)
 
 

@@ -45,12 +45,19 @@ def test_each_job_type_becomes_an_rq_job_on_its_queue_with_its_policy(consumer, 
         "notification.email": notification("email", jobId="mail-1"),
         "notification.sms": notification("sms", jobId="sms-1"),
         "cleanup.stories": {"type": "stories", "jobId": "clean-1"},
+        "device.register": {
+            "userId": USER,
+            "fcmToken": "device-token",
+            "platform": "ios",
+            "jobId": "dev-1",
+            "at": "2026-01-05T10:00:00Z",
+        },
     }
     for routing_key, body in published.items():
         publisher.publish(routing_key, body)
     otp = {"email": "ann@example.com", "otp": "482913", "retryCount": 1, "jobId": "otp-1", "timestamp": 1672531200000}
     publisher.publish(settings.CONFIG.rabbitmq_queue_name, otp)
-    drained(redis_conn, 8)
+    drained(redis_conn, 9)
 
     expected = {  # job id: (queue, timeout in seconds)
         "img-1": ("media_high", 60),
@@ -61,6 +68,7 @@ def test_each_job_type_becomes_an_rq_job_on_its_queue_with_its_policy(consumer, 
         "sms-1": ("notifications", 30),
         "clean-1": ("cleanup", 120),
         "otp-1": ("notifications_high", 30),
+        "dev-1": ("notifications_high", 30),
     }
     seen = {}
     for name in ALL_QUEUES:
@@ -76,6 +84,9 @@ def test_each_job_type_becomes_an_rq_job_on_its_queue_with_its_policy(consumer, 
     push = seen["push-1"][2]
     assert push.job_type == "notification.push" and push.payload["data"] == {"chatId": "c1"}
     assert push.payload["fcmToken"].startswith(SEAL_PREFIX) and push.reveal("fcmToken") == "device-token"
+    device = seen["dev-1"][2]
+    assert device.job_type == "device.register" and device.payload["type"] == "register"
+    assert device.payload["fcmToken"].startswith(SEAL_PREFIX) and device.reveal("fcmToken") == "device-token"
     otp_job = seen["otp-1"][2]
     assert otp_job.job_type == "otp.email" and otp_job.attempt == 1  # the LMS retryCount carries over
     assert otp_job.payload["otp"].startswith(SEAL_PREFIX) and otp_job.reveal("otp") == "482913"

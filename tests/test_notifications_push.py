@@ -127,6 +127,25 @@ def test_a_400_invalid_argument_is_not_retried(fcm_server, redis_conn):
     assert Device.objects.get(registration_id="bad-token").active is False
 
 
+def test_an_invalid_argument_about_the_message_fails_it_and_leaves_the_devices_alone(fcm_server, redis_conn):
+    """INVALID_ARGUMENT also means a message FCM refuses whatever the token (a reserved data key,
+    a payload too big): the user's devices stay active for the next push."""
+    user = str(uuid.uuid4())
+    device(user, "fine-phone")
+    device(user, "fine-tablet")
+    refusal = ("INVALID_ARGUMENT", None, "Invalid data payload key: from")
+    fcm_server.script["fine-phone"] = [refusal]
+    fcm_server.script["fine-tablet"] = [refusal]
+    job = envelope("notification.push", userId=user, title="x", body="y", data={"from": "ann"})
+    submit(redis_conn, job)
+    work(redis_conn, QUEUE, rounds=3)
+
+    run = JobRun.objects.get(job_id=job.job_id)
+    assert run.status == "failed" and run.attempts == 1 and "Invalid data payload key" in run.error
+    assert fcm_server.attempts["fine-phone"] == fcm_server.attempts["fine-tablet"] == 1
+    assert set(Device.objects.filter(user_id=user).values_list("active", flat=True)) == {True}
+
+
 def test_a_503_with_retry_after_is_retried_by_the_runner_after_that_delay(fcm_server, redis_conn):
     fcm_server.script["busy"] = [("UNAVAILABLE", 2)]
     job = envelope("notification.push", fcmToken="busy", title="x", body="y")

@@ -196,6 +196,8 @@ def test_a_database_the_api_created_is_adopted_with_every_row(new_database, refe
     after = columns(new_database)
     assert {key: after[key] for key in seed_columns} == seed_columns, "no existing column changed"
     assert (after, indexes(new_database), constraints(new_database)) == reference_schema
+    tables = {row[0] for row in query(new_database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert "fcm_django_fcmdevice" not in tables, "fcm_django's swapped-out model got a table of its own"
 
     api_rows(new_database, count=1)  # the API goes on writing as before
     again = migrate(new_database)

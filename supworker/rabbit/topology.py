@@ -3,6 +3,7 @@
     sup_exchange (topic) ─ media.#        → supworker.media
                          ─ notification.# → supworker.notifications
                          ─ cleanup.#      → supworker.cleanup
+                         ─ device.#       → supworker.devices
     default exchange     ─ service_send_otp (the LMS OTP worker's queue, declared as it did)
     supworker.dead (topic) ─ #            → supworker.dead_letters
 
@@ -46,6 +47,7 @@ def sources() -> list[Source]:
         Source(f"{prefix}.media", "media", "media.#"),
         Source(f"{prefix}.notifications", "notification", "notification.#"),
         Source(f"{prefix}.cleanup", "cleanup", "cleanup.#"),
+        Source(f"{prefix}.devices", "device", "device.#"),
         Source(config.rabbitmq_queue_name, "otp", None),
     ]
 
