@@ -41,9 +41,11 @@ WORKER_QUEUES: dict[str, list[str]] = {
 def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
     """The queues a worker started with `names` listens to, in order.
 
-    A worker kind stands for its queues (`media` -> media_high, media); any other name is a
-    queue. A queue named twice keeps its first place, so `media_high media` stays as typed.
-    With `exact`, every name is a queue (`media` alone: the normal-priority queue only).
+    A worker kind stands for its queues (`media` -> media_high, media), unless the command
+    names another queue of that kind too: then the names are queues, in the order typed
+    (`media media_high` keeps media first, as it always did). Any other name is a queue, and a
+    queue named twice keeps its first place. With `exact`, every name is a queue (`media`
+    alone: the normal-priority queue only).
     """
     queues = [spec.name for spec in QUEUES]
     kinds = {} if exact else WORKER_QUEUES
@@ -52,7 +54,7 @@ def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
         raise ValueError(f"name what to work on ({known})")
     chosen: list[str] = []
     for name in names:
-        if name in kinds:
+        if name in kinds and not set(names) & (set(kinds[name]) - {name}):
             expanded = kinds[name]
         elif name in queues:
             expanded = [name]

@@ -172,6 +172,8 @@ def test_a_name_that_is_neither_a_kind_nor_a_queue_is_refused_with_the_valid_nam
         (["media", "cleanup"], False, ["media_high", "media", "cleanup"]),
         (["media"], True, ["media"]),
         (["media", "media_high"], True, ["media", "media_high"]),
+        (["media", "media_high"], False, ["media", "media_high"]),  # queues named as before keep their order
+        (["notifications", "notifications_high", "cleanup"], False, ["notifications", "notifications_high", "cleanup"]),
     ],
 )
 def test_worker_names_become_queues_in_priority_order(names, exact, queues):
