@@ -91,7 +91,7 @@ CLEAN_STOP = {
     "notifications": "stopping on request",
     "cleanup": "stopping on request",
     "scheduler": "Shutting down RQ scheduler",
-    "consumer": " stopped: processed=",
+    "consumer": " stopped: received=",
 }
 
 
