@@ -38,7 +38,7 @@ admin: migrate
 	@$(BIN)/python manage.py ensure_admin
 
 test: migrate
-	@scripts/ensure_packages.sh chromium=chromium
+	@scripts/ensure_packages.sh chromium=chromium node=nodejs npm=npm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 run: admin

@@ -8,6 +8,7 @@ use, so an existing `.env` keeps working. Defaults point at the project-local se
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class Config:
     rabbitmq_queue_name: str
     rabbitmq_queue_prefix: str
     worker: bool  # WORKER=false: consume_rabbit takes nothing from RabbitMQ (the LMS worker's switch)
+    rabbitmq_adopt_queues: dict[str, str]  # another service's queue -> its domain, during a cut-over
     prefetch_count: int
     heartbeat_interval_ms: int
     max_retries: int
@@ -213,6 +215,30 @@ def _time_zone(env: EnvReader, name: str, default: str) -> str:
     return value
 
 
+ADOPTABLE_DOMAINS = ("media", "notification", "cleanup")  # those that arrive on the main exchange
+OWN_QUEUES = ("media", "notifications", "cleanup", "devices", "dead_letters")  # <prefix>.<name>, supworker/rabbit/topology.py
+
+
+def _adopt_queues(env: EnvReader, own: set[str]) -> dict[str, str]:
+    """RABBITMQ_ADOPT_QUEUES: `queue:domain` pairs, queues another service owns (docs/cutover.md)."""
+    adopted: dict[str, str] = {}
+    for item in env.list("RABBITMQ_ADOPT_QUEUES", []):
+        queue, _, domain = item.rpartition(":")  # a queue name may itself hold ':'
+        if domain not in ADOPTABLE_DOMAINS or not re.fullmatch(r"[\w.:\-]{1,255}", queue):
+            env.fail(
+                "RABBITMQ_ADOPT_QUEUES",
+                f"must be queue:domain pairs separated by commas, the domain one of {', '.join(ADOPTABLE_DOMAINS)} "
+                f"(e.g. worker_media:media); got {item!r}",
+            )
+        elif queue in adopted:
+            env.fail("RABBITMQ_ADOPT_QUEUES", f"names the queue {queue!r} twice")
+        elif queue in own:
+            env.fail("RABBITMQ_ADOPT_QUEUES", f"names {queue!r}, one of supworker's own queues: list another service's")
+        else:
+            adopted[queue] = domain
+    return adopted
+
+
 def _shutdown_token(env: EnvReader) -> str:
     token = env.str("SHUTDOWN_TOKEN")
     if token and len(token) < 32:
@@ -283,6 +309,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         for name in ("SMS_API_KEY", "SMS_API_SECRET", "SMS_FROM_NUMBER"):
             env.str(name, required=True)
 
+    otp_queue = env.name("RABBITMQ_QUEUE_NAME", "service_send_otp")
+    queue_prefix = env.name("RABBITMQ_QUEUE_PREFIX", "supworker")
     config = Config(
         production=production,
         secret_key=secret_key,
@@ -304,8 +332,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             "RABBITMQ_URL", schemes=("amqp", "amqps"), default="amqp://guest:guest@127.0.0.1:5690/%2F"
         ),
         rabbitmq_exchange=env.name("RABBITMQ_EXCHANGE", "sup_exchange"),
-        rabbitmq_queue_name=env.name("RABBITMQ_QUEUE_NAME", "service_send_otp"),
-        rabbitmq_queue_prefix=env.name("RABBITMQ_QUEUE_PREFIX", "supworker"),
+        rabbitmq_queue_name=otp_queue,
+        rabbitmq_queue_prefix=queue_prefix,
+        rabbitmq_adopt_queues=_adopt_queues(env, own={otp_queue, *(f"{queue_prefix}.{d}" for d in OWN_QUEUES)}),
         worker=env.bool("WORKER", True),
         prefetch_count=env.int("PREFETCH_COUNT", 500, 1, 65535),
         heartbeat_interval_ms=env.int("HEARTBEAT_INTERVAL_MS", 30000, 1000, 3_600_000),

@@ -63,6 +63,12 @@ def test_redis_url_wins_over_host_and_port():
     assert load(REDIS_URL="redis://r.internal:7000/2", REDIS_PORT="1").redis_url == "redis://r.internal:7000/2"
 
 
+def test_adopted_queues_are_queue_domain_pairs_and_a_queue_name_may_hold_colons():
+    config = load(RABBITMQ_ADOPT_QUEUES="worker.media:media, api:notifications:notification")
+    assert config.rabbitmq_adopt_queues == {"worker.media": "media", "api:notifications": "notification"}
+    assert load().rabbitmq_adopt_queues == {}
+
+
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
@@ -73,6 +79,10 @@ def test_redis_url_wins_over_host_and_port():
         ({"DATABASE_URL": "postgres://db:port/x"}, "DATABASE_URL is not a valid URL"),
         ({"RABBITMQ_URL": "localhost:5672"}, "RABBITMQ_URL must be a amqp/amqps URL"),
         ({"RABBITMQ_EXCHANGE": "sup exchange"}, "RABBITMQ_EXCHANGE must be 1-255 characters"),
+        ({"RABBITMQ_ADOPT_QUEUES": "worker_media"}, "RABBITMQ_ADOPT_QUEUES must be queue:domain pairs"),
+        ({"RABBITMQ_ADOPT_QUEUES": "worker_media:video"}, "the domain one of media, notification, cleanup"),
+        ({"RABBITMQ_ADOPT_QUEUES": "q:media,q:cleanup"}, "RABBITMQ_ADOPT_QUEUES names the queue 'q' twice"),
+        ({"RABBITMQ_ADOPT_QUEUES": "supworker.media:media"}, "names 'supworker.media', one of supworker's own"),
         ({"MAX_RETRIES": "-1"}, "MAX_RETRIES must be between 0 and 25"),
         ({"PREFETCH_COUNT": "0"}, "PREFETCH_COUNT must be between 1 and 65535"),
         ({"HEARTBEAT_INTERVAL_MS": "10"}, "HEARTBEAT_INTERVAL_MS must be between 1000"),

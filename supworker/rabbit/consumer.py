@@ -147,7 +147,7 @@ class Consumer:
         params.client_properties = {"connection_name": f"supworker consumer {self.name}"}
         self._connection = pika.BlockingConnection(params)
         self._channel = self._connection.channel()
-        sources = topology.declare(self._channel)
+        sources = self._present(topology.declare(self._channel))
         self._channel.basic_qos(prefetch_count=self.batch_limit)
         self._dead_channel = self._connection.channel()
         self._dead_channel.confirm_delivery()
@@ -179,6 +179,19 @@ class Consumer:
         if self._buffer:
             self._flush()
         self._connection.close()
+
+    def _present(self, sources: list[topology.Source]) -> list[topology.Source]:
+        """The sources to consume: an adopted queue that does not exist is left out, and said so
+        at every connection (nothing can be waiting in it; a misspelt name leaves the real queue
+        without this consumer)."""
+        missing = topology.missing_queues(self._connection, [s.queue for s in sources if s.adopted])
+        for queue in missing:
+            log.error(
+                "RABBITMQ_ADOPT_QUEUES names the queue %r, which does not exist in RabbitMQ: not consuming it", queue
+            )
+        if missing:
+            self.stats.lastError = f"adopted queue(s) missing: {', '.join(missing)}"
+        return [s for s in sources if s.queue not in missing]
 
     def _failed(self, reason: str) -> None:
         log.error("%s; %d unacked message(s) stay in RabbitMQ", reason, len(self._buffer))
