@@ -215,11 +215,13 @@ def test_orphaned_media_is_deleted_when_old_and_unreferenced_and_the_scan_resume
     by_url = stored("media/shared/by-url.jpg")
     Message.objects.create(sender_id=uuid.uuid4(), chat_id=uuid.uuid4(), media_url=by_key)
     Story.objects.create(user_id=uuid.uuid4(), thumbnail_url=default_storage.url(by_url))
+    by_plain_path = stored("media/shared/IMG 0001.jpg")  # MEDIA_URL + key, written unencoded by an API
+    Story.objects.create(user_id=uuid.uuid4(), media_url="/media/media/shared/IMG 0001.jpg")
     owned = stored(f"media/{message.pk}/poster.jpg")  # under the folder of a message that exists
     orphans = [stored(f"media/lost/{n:03}.jpg") for n in range(5)]
     young = stored("media/lost/young.jpg")
     elsewhere = stored(f"uploads/{uuid.uuid4()}.jpg")  # outside the scanned prefix
-    for key in (by_key, by_url, owned, *orphans, elsewhere):
+    for key in (by_key, by_url, by_plain_path, owned, *orphans, elsewhere):
         age(key, 25 * 3600)
 
     preview = run("orphaned_media", dry_run=True)
@@ -232,7 +234,7 @@ def test_orphaned_media_is_deleted_when_old_and_unreferenced_and_the_scan_resume
     assert finished["more"] is False and redis_conn.get(CURSOR_KEY + "media/") is None
     assert not any(default_storage.exists(k) for k in orphans)
     assert summary["counts"].get("orphans_deleted", 0) + finished["counts"]["orphans_deleted"] == 5
-    for key in (by_key, by_url, owned, young, elsewhere):
+    for key in (by_key, by_url, by_plain_path, owned, young, elsewhere):
         assert default_storage.exists(key), key
 
 
