@@ -24,6 +24,7 @@ from cleanup.models import GlobalStatistics, HealthCheckResult, UserStatistics, 
 from cleanup.orphaned_media import CURSOR_KEY
 from cleanup.registry import CLEANUPS
 from notifications.models import Device
+from supworker.handlers import PermanentError
 from supworker.models import Message, Story, TemporaryFile, UserPrekey, UserSession
 from tests.helpers import rq_items
 
@@ -354,3 +355,21 @@ def test_job_records_older_than_the_retention_are_removed():
     assert run("job_records")["counts"] == {"job_records_removed": 1}
     assert set(JobRun.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
     assert not JobRun.objects.filter(pk=old.pk).exists()
+
+
+def test_older_than_zero_means_everything_up_to_now_not_the_default_age():
+    from supworker.models import JobRun
+
+    just_finished = JobRun.objects.create(job_id="j", job_type="t", queue="q", finished_at=timezone.now() - MINUTE)
+    assert run("job_records")["counts"] == {"job_records_removed": 0}, "the default keeps it 30 days"
+
+    zero = Options.from_payload({"olderThan": "0s"})
+    assert zero.older_than == timedelta(0)
+    assert CLEANUPS["job_records"](zero)["counts"] == {"job_records_removed": 1}
+    assert not JobRun.objects.filter(pk=just_finished.pk).exists()
+
+
+@pytest.mark.parametrize("older_than", [0, 30, ""], ids=["zero", "a number", "empty"])
+def test_an_older_than_that_is_not_a_duration_text_is_refused(older_than):
+    with pytest.raises(PermanentError, match=rf"invalid cleanup options: {older_than!r} is not a duration"):
+        Options.from_payload({"olderThan": older_than})
