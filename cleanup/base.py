@@ -32,7 +32,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 def parse_duration(text: str) -> timedelta:
     """'90s', '15m', '24h', '30d', '2w' → timedelta."""
-    match = _DURATION_RE.match(text.strip())
+    match = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"{text!r} is not a duration such as 24h, 30d or 15m")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
@@ -53,7 +53,7 @@ class Options:
             batch_size = data.get("batchSize")
             if batch_size is not None and (not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000):
                 raise ValueError("batchSize must be a whole number from 1 to 100000")
-            older_than = parse_duration(data["olderThan"]) if data.get("olderThan") else None
+            older_than = parse_duration(data["olderThan"]) if data.get("olderThan") is not None else None
         except (ValueError, TypeError) as exc:
             raise PermanentError(f"invalid cleanup options: {exc}") from None
         return cls(dry_run=bool(data.get("dryRun", False)), batch_size=batch_size, older_than=older_than)
@@ -156,7 +156,9 @@ class Cleanup:
         raise NotImplementedError
 
     def older_than(self, run: Run) -> timedelta:
-        return run.options.older_than or self.default_older_than or timedelta(0)
+        if run.options.older_than is not None:
+            return run.options.older_than  # 0 included: "--older-than 0s" means everything up to now
+        return self.default_older_than or timedelta(0)
 
     def __call__(self, options: Options, progress: Callable[[Run], None] | None = None) -> dict[str, Any]:
         config = settings.CONFIG.cleanup

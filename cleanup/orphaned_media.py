@@ -3,8 +3,14 @@ than ORPHAN_MEDIA_GRACE_HOURS (24) are deleted, at most 1000 keys a request.
 
 The listing is paginated in key order and its position is kept in Redis, so a run stopped by
 its time budget (or a crash) resumes where it was; a dry run never moves that position.
-An object is referenced when a row's media_url or thumbnail_url is its key or its URL, or
-when it lies under media/<message id>/ of a message that still exists.
+An object is referenced when a row's media_url or thumbnail_url is its key or one of its plain
+URLs (storage.url_forms: every address of the store, so a URL the messenger built itself
+matches too), or when it lies under media/<message id>/ of a message that still exists.
+
+Rows are found by equality with those values (`= ANY`, served by the columns' btree indexes).
+A row holding a presigned URL (key plus a signature query string) is not recognised: finding
+it would take a prefix search those indexes cannot serve, a scan of the messages table. Such a
+URL expires within days anyway (SigV4 allows at most 7), so rows must hold a key or a plain URL.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
@@ -35,7 +40,8 @@ REFERENCED_SQL = """
 
 def referenced(keys: list[str]) -> set[str]:
     """The keys among `keys` that a message or story still points at."""
-    forms = {key: {key, default_storage.url(key)} for key in keys}
+    prefixes = storage.url_prefixes()
+    forms = {key: storage.url_forms(key, prefixes) for key in keys}
     owners = {}
     for key in keys:
         match = _MESSAGE_DIR.match(key)

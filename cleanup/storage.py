@@ -1,22 +1,24 @@
 """Deleting and listing objects in the media store, local files or S3 alike.
 
-Rows may hold a storage key ("media/…/a.jpg") or a URL the storage made for it; both are
-turned back into a key, and only keys inside the store are ever touched.
+Rows may hold a storage key ("media/…/a.jpg") or a URL of it in one of the forms `url_forms`
+lists; both are turned back into a key, and only keys inside the store are ever touched.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage, default_storage
+from django.core.files.storage import FileSystemStorage, Storage, default_storage, storages
 
 S3_DELETE_LIMIT = 1000  # DeleteObjects takes at most 1000 keys
+_PROBE = "probe"  # a key whose URL shows what the storage puts before every key
 
 
 @dataclass(frozen=True)
@@ -26,17 +28,65 @@ class StoredObject:
 
 
 def key_of(value: str | None) -> str | None:
-    """The storage key behind a column value (a key or a URL), or None if it is not in our store."""
+    """The storage key behind a column value (a key or one of the URLs `url_forms` lists, a
+    presigned one too), or None if it is not in our store.
+
+    A URL is read only when it starts with one of our store's URL prefixes: a URL of another
+    host or bucket whose path looks like one of our keys must not delete our object.
+    """
     if not value:
         return None
-    path = unquote(urlsplit(value).path) if "://" in value else value
-    media_url = settings.MEDIA_URL
-    if path.startswith(media_url):
-        path = path[len(media_url) :]
-    bucket = getattr(default_storage, "bucket_name", None)
-    if "://" in value and bucket and path.lstrip("/").startswith(f"{bucket}/"):
-        path = path.lstrip("/")[len(bucket) + 1 :]  # path-style S3 URL
-    key = path.lstrip("/")
+    if "://" not in value and not value.startswith("/"):
+        return _valid_key(value)
+    url = value.split("#", 1)[0].split("?", 1)[0]  # a presigned URL's signature
+    for prefix in url_prefixes():
+        if url.startswith(prefix):
+            return _valid_key(unquote(url[len(prefix) :]))
+    return None
+
+
+def url_forms(key: str, prefixes: Sequence[str] | None = None) -> set[str]:
+    """Every value a row may hold for `key`: the key itself and each of our URL prefixes
+    followed by the key, raw and percent-encoded as Python, botocore and JavaScript encode it.
+    `key_of` turns each of them back into `key`."""
+    spellings = {quote(key, safe="/"), quote(key, safe="/!*'()")}
+    if not {"%", "?", "#"} & set(key):
+        spellings.add(key)  # unencoded ("IMG 1.jpg"), unless it would read as an escape or a query
+    return {key} | {prefix + spelling for prefix in prefixes or url_prefixes() for spelling in spellings}
+
+
+def url_prefixes() -> tuple[str, ...]:
+    """The URL prefixes of an object of our store, longest first: MEDIA_URL; on S3 the URL
+    django-storages makes (less its query string), and the AWS and custom-endpoint
+    (AWS_S3_ENDPOINT_URL) addresses in virtual-hosted and path style, with and without the region."""
+    return _url_prefixes(storages["default"], settings.MEDIA_URL)
+
+
+@functools.cache  # per storage instance: presigning the probe costs a signature each call
+def _url_prefixes(store: Storage, media_url: str) -> tuple[str, ...]:
+    prefixes = {media_url, _prefix_of_urls_made_by(store, media_url)}
+    bucket = getattr(store, "bucket_name", None)
+    if bucket:
+        region = getattr(store, "region_name", None) or "us-east-1"
+        for host in ("s3.amazonaws.com", f"s3.{region}.amazonaws.com", f"s3-{region}.amazonaws.com"):
+            prefixes |= {f"https://{bucket}.{host}/", f"https://{host}/{bucket}/"}
+        endpoint = getattr(store, "endpoint_url", None)
+        if endpoint:
+            parts = urlsplit(endpoint.rstrip("/"))
+            prefixes |= {
+                f"{parts.scheme}://{parts.netloc}{parts.path}/{bucket}/",
+                f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/",
+            }
+    return tuple(sorted(prefixes, key=len, reverse=True))
+
+
+def _prefix_of_urls_made_by(store: Storage, media_url: str) -> str:
+    """What the storage's url() puts before a key (scheme, host, bucket; MEDIA_URL locally)."""
+    url = store.url(_PROBE).split("?", 1)[0]
+    return url[: -len(_PROBE)] if url.endswith(_PROBE) else media_url
+
+
+def _valid_key(key: str) -> str | None:
     if not key or any(part in ("", ".", "..") for part in key.split("/")):
         return None
     return key

@@ -24,6 +24,7 @@ from cleanup.models import GlobalStatistics, HealthCheckResult, UserStatistics, 
 from cleanup.orphaned_media import CURSOR_KEY
 from cleanup.registry import CLEANUPS
 from notifications.models import Device
+from supworker.handlers import PermanentError
 from supworker.models import Message, Story, TemporaryFile, UserPrekey, UserSession
 from tests.helpers import rq_items
 
@@ -215,11 +216,13 @@ def test_orphaned_media_is_deleted_when_old_and_unreferenced_and_the_scan_resume
     by_url = stored("media/shared/by-url.jpg")
     Message.objects.create(sender_id=uuid.uuid4(), chat_id=uuid.uuid4(), media_url=by_key)
     Story.objects.create(user_id=uuid.uuid4(), thumbnail_url=default_storage.url(by_url))
+    by_plain_path = stored("media/shared/IMG 0001.jpg")  # MEDIA_URL + key, written unencoded by an API
+    Story.objects.create(user_id=uuid.uuid4(), media_url="/media/media/shared/IMG 0001.jpg")
     owned = stored(f"media/{message.pk}/poster.jpg")  # under the folder of a message that exists
     orphans = [stored(f"media/lost/{n:03}.jpg") for n in range(5)]
     young = stored("media/lost/young.jpg")
     elsewhere = stored(f"uploads/{uuid.uuid4()}.jpg")  # outside the scanned prefix
-    for key in (by_key, by_url, owned, *orphans, elsewhere):
+    for key in (by_key, by_url, by_plain_path, owned, *orphans, elsewhere):
         age(key, 25 * 3600)
 
     preview = run("orphaned_media", dry_run=True)
@@ -232,7 +235,7 @@ def test_orphaned_media_is_deleted_when_old_and_unreferenced_and_the_scan_resume
     assert finished["more"] is False and redis_conn.get(CURSOR_KEY + "media/") is None
     assert not any(default_storage.exists(k) for k in orphans)
     assert summary["counts"].get("orphans_deleted", 0) + finished["counts"]["orphans_deleted"] == 5
-    for key in (by_key, by_url, owned, young, elsewhere):
+    for key in (by_key, by_url, by_plain_path, owned, young, elsewhere):
         assert default_storage.exists(key), key
 
 
@@ -352,3 +355,21 @@ def test_job_records_older_than_the_retention_are_removed():
     assert run("job_records")["counts"] == {"job_records_removed": 1}
     assert set(JobRun.objects.values_list("pk", flat=True)) == {recent.pk, running.pk}
     assert not JobRun.objects.filter(pk=old.pk).exists()
+
+
+def test_older_than_zero_means_everything_up_to_now_not_the_default_age():
+    from supworker.models import JobRun
+
+    just_finished = JobRun.objects.create(job_id="j", job_type="t", queue="q", finished_at=timezone.now() - MINUTE)
+    assert run("job_records")["counts"] == {"job_records_removed": 0}, "the default keeps it 30 days"
+
+    zero = Options.from_payload({"olderThan": "0s"})
+    assert zero.older_than == timedelta(0)
+    assert CLEANUPS["job_records"](zero)["counts"] == {"job_records_removed": 1}
+    assert not JobRun.objects.filter(pk=just_finished.pk).exists()
+
+
+@pytest.mark.parametrize("older_than", [0, 30, ""], ids=["zero", "a number", "empty"])
+def test_an_older_than_that_is_not_a_duration_text_is_refused(older_than):
+    with pytest.raises(PermanentError, match=rf"invalid cleanup options: {older_than!r} is not a duration"):
+        Options.from_payload({"olderThan": older_than})

@@ -13,17 +13,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import quote, urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image
 
 from cleanup import storage as cleanup_storage
 from media_jobs.storage import source_size
 from supworker.handlers import TransientError
-from supworker.models import JobRun, Message
+from supworker.models import JobRun, Message, Story
 from supworker.storage import replace
 from tests.helpers import ManagedProcesses, run_manage, wait_for
 from tests.ingest_fixtures import subprocess_env
@@ -106,6 +108,62 @@ def test_orphaned_media_lists_the_bucket_page_by_page_and_deletes_only_unreferen
         ["orphans_deleted", "5"]
     ]
     assert not set(orphans) & set(bucket.objects())
+
+
+def plain_urls(bucket) -> dict[str, str]:
+    """The addresses an API may have written for an object, written out by hand ({key} to fill):
+    AWS SDK `Location`s, the custom endpoint's, MEDIA_URL's."""
+    name, region, endpoint = bucket.name, bucket.env["AWS_REGION"], bucket.env["AWS_S3_ENDPOINT_URL"]
+    return {
+        "virtual-hosted": f"https://{name}.s3.amazonaws.com/{{key}}",
+        "virtual-hosted, region": f"https://{name}.s3.{region}.amazonaws.com/{{key}}",
+        "virtual-hosted, legacy region": f"https://{name}.s3-{region}.amazonaws.com/{{key}}",
+        "path style": f"https://s3.amazonaws.com/{name}/{{key}}",
+        "path style, region": f"https://s3.{region}.amazonaws.com/{name}/{{key}}",
+        "endpoint, path style (django-storages' own, unsigned)": f"{endpoint}/{name}/{{key}}",
+        "endpoint, virtual-hosted": f"http://{name}.{urlsplit(endpoint).netloc}/{{key}}",
+        "MEDIA_URL": "/media/{key}",
+    }
+
+
+def test_orphaned_media_keeps_objects_rows_name_by_any_plain_url_of_the_bucket(s3_storage):
+    bucket = s3_storage
+    columns = [(Message, "media_url"), (Message, "thumbnail_url"), (Story, "media_url"), (Story, "thumbnail_url")]
+    kept = []
+    for n, template in enumerate(["{raw_key}", *plain_urls(bucket).values()]):
+        key = put(bucket, f"media/shared/form {n:02}.jpg")  # a space: URLs hold it percent-encoded
+        model, column = columns[n % len(columns)]
+        owner = {"sender_id": uuid.uuid4(), "chat_id": uuid.uuid4()} if model is Message else {"user_id": uuid.uuid4()}
+        model.objects.create(**owner, **{column: template.format(key=quote(key), raw_key=key)})
+        kept.append(key)
+    unencoded = put(bucket, "media/shared/IMG 0001.jpg")
+    Story.objects.create(user_id=uuid.uuid4(), media_url=f"https://{bucket.name}.s3.amazonaws.com/{unencoded}")
+    orphan = put(bucket, "media/lost/orphan.jpg")
+    time.sleep(2)  # every object is now older than the --older-than below
+
+    done = cleanup_command(bucket, "orphaned_media", "--older-than", "1s", "--batch-size", "4")
+
+    assert set(bucket.objects()) == {*kept, unencoded}, f"only {orphan} is gone"
+    assert [line.split() for line in done.stdout.splitlines() if "orphans_deleted" in line] == [
+        ["orphans_deleted", "1"]
+    ]
+
+
+@pytest.mark.parametrize("key", ["media/a/b.jpg", "media/a/IMG 0001 (1)~.jpg", "media/a/100%.jpg", "media/a/?#.jpg"])
+def test_every_url_of_a_key_reads_back_as_that_key_and_other_stores_urls_as_none(s3_storage, key):
+    bucket = s3_storage
+    forms = cleanup_storage.url_forms(key)
+    assert {template.format(key=quote(key)) for template in plain_urls(bucket).values()} <= forms
+    assert {form: cleanup_storage.key_of(form) for form in forms} == dict.fromkeys(forms, key)
+    assert cleanup_storage.key_of(default_storage.url(key)) == key, "a presigned URL, signature and all"
+    for foreign in (
+        f"https://another-bucket.s3.amazonaws.com/{key}",
+        f"https://s3.amazonaws.com/another-bucket/{key}",
+        f"https://cdn.example.com/{key}",
+        f"https://cdn.example.com/media/{key}",
+        "/static/a.jpg",
+    ):
+        assert cleanup_storage.key_of(foreign) is None, foreign
 
 
 def test_old_messages_are_archived_to_the_bucket_and_their_media_deleted_from_it(s3_storage):

@@ -30,7 +30,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name: str, dry_run: bool, batch_size, older_than, time_budget, **options) -> None:
         try:
-            age = parse_duration(older_than) if older_than else None
+            age = parse_duration(older_than) if older_than is not None else None
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if batch_size is not None and not 1 <= batch_size <= 100_000:
