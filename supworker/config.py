@@ -216,7 +216,8 @@ def _time_zone(env: EnvReader, name: str, default: str) -> str:
 
 
 ADOPTABLE_DOMAINS = ("media", "notification", "cleanup")  # those that arrive on the main exchange
-OWN_QUEUES = ("media", "notifications", "cleanup", "devices", "dead_letters")  # <prefix>.<name>, supworker/rabbit/topology.py
+# <prefix>.<name>: supworker's own queues (supworker/rabbit/topology.py), never another service's.
+OWN_QUEUES = ("media", "notifications", "cleanup", "devices", "dead_letters")
 
 
 def _adopt_queues(env: EnvReader, own: set[str]) -> dict[str, str]:
