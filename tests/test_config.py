@@ -17,6 +17,7 @@ PRODUCTION = {
     "SUPWORKER_ENV": "production",
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
     "ALLOWED_HOSTS": "worker.example.com",
+    "SMTP_HOST": "smtp.example.com",
 }
 
 
@@ -140,6 +141,14 @@ def test_production_settings_pass_check_deploy():
     result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_without_a_way_to_send_e_mail_is_warned_about_by_every_command():
+    """The LMS worker required SMTP_HOST; here its absence prints OTPs instead of sending them."""
+    without_smtp = {name: value for name, value in PRODUCTION.items() if name != "SMTP_HOST"}
+    result = run_manage("check", "--fail-level", "WARNING", env=without_smtp)
+    assert result.returncode != 0
+    assert "notifications.W001" in result.stderr and "SMTP_HOST" in result.stderr
 
 
 def test_env_example_documents_every_setting_with_its_default():
