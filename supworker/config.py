@@ -162,6 +162,20 @@ def _redis_url(env: EnvReader) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
+def _secret_key_from_file(env: EnvReader) -> str:
+    """DJANGO_SECRET_KEY_FILE: the key kept in a file, such as a mounted secret or the key the
+    compose quick start generates (scripts/secret_key_file.py), so it never sits in the environment."""
+    _, name = env.raw("DJANGO_SECRET_KEY_FILE")
+    if name is None:
+        return ""
+    path = Path(name) if Path(name).is_absolute() else BASE_DIR / name
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        env.fail("DJANGO_SECRET_KEY_FILE", f"cannot be read: {exc.strerror} ({path})")
+        return ""
+
+
 def _path(env: EnvReader, name: str, default: Path) -> Path:
     path = Path(env.str(name, default=str(default)))
     return path if path.is_absolute() else BASE_DIR / path
@@ -279,7 +293,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         "SUPWORKER_ENV", "NODE_ENV", choices={"development": False, "production": True}, default=False
     )
 
-    secret_key = env.str("DJANGO_SECRET_KEY", "SECRET_KEY", default=DEV_SECRET_KEY)
+    secret_key = env.str("DJANGO_SECRET_KEY", "SECRET_KEY") or _secret_key_from_file(env) or DEV_SECRET_KEY
     if production and (secret_key == DEV_SECRET_KEY or len(secret_key) < 50 or len(set(secret_key)) < 5):
         env.fail("DJANGO_SECRET_KEY", "must be set to a random value of at least 50 characters in production")
     allowed_hosts = env.list("ALLOWED_HOSTS", [] if production else ["127.0.0.1", "localhost", "[::1]"])

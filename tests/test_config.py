@@ -105,6 +105,7 @@ def test_adopted_queues_are_queue_domain_pairs_and_a_queue_name_may_hold_colons(
         ({"SUPWORKER_ENV": "production"}, "DJANGO_SECRET_KEY must be set to a random value"),
         (PRODUCTION | {"DJANGO_SECRET_KEY": "short"}, "DJANGO_SECRET_KEY must be set to a random value"),
         (PRODUCTION | {"ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must list the host names"),
+        ({"DJANGO_SECRET_KEY_FILE": "/nonexistent/key"}, "DJANGO_SECRET_KEY_FILE cannot be read"),
     ],
 )
 def test_each_bad_value_is_rejected_with_its_variable_named(environ, named):
@@ -125,6 +126,18 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path):
     config = load_config({"SUPWORKER_ENV_FILE": str(env_file), "RABBITMQ_QUEUE_NAME": "otp_from_env"})
     assert config.rabbitmq_exchange == "from_file"
     assert config.rabbitmq_queue_name == "otp_from_env"
+
+
+def test_the_secret_key_may_come_from_a_file_and_the_variable_wins(tmp_path):
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(PRODUCTION["DJANGO_SECRET_KEY"] + "\n")
+    from_file = PRODUCTION | {"DJANGO_SECRET_KEY": "", "DJANGO_SECRET_KEY_FILE": str(key_file)}
+    assert load(**from_file).secret_key == PRODUCTION["DJANGO_SECRET_KEY"]
+    in_variable = secrets.token_urlsafe(60)
+    assert load(**from_file | {"DJANGO_SECRET_KEY": in_variable}).secret_key == in_variable
+    key_file.write_text("")
+    with pytest.raises(ConfigError, match="DJANGO_SECRET_KEY must be set"):
+        load(**from_file)
 
 
 def test_a_bad_setting_stops_start_up_with_one_line_and_no_traceback():
