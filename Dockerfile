@@ -15,7 +15,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels /wheels/* && rm -rf /wheels
 WORKDIR /app
 COPY --chown=supworker:supworker . /app
-RUN mkdir -p /app/logs /app/var/media /app/var/tmp /app/var/static && chown -R supworker:supworker /app/logs /app/var
+# var/secrets: the compose quick start's generated secret key (a volume takes this owner and mode).
+RUN mkdir -p /app/logs /app/var/media /app/var/tmp /app/var/static /app/var/secrets \
+    && chown -R supworker:supworker /app/logs /app/var && chmod 700 /app/var/secrets
 USER supworker
 ENV SUPWORKER_ENV=production PYTHONUNBUFFERED=1 LOG_DIR=/app/logs MEDIA_ROOT=/app/var/media TEMP_DIR=/app/var/tmp
 EXPOSE 8000

@@ -2,14 +2,22 @@
 
 No container engine runs on this machine, so the files are checked as documents: every
 process of the Procfile exists everywhere with the same command, probes point at endpoints
-that exist, autoscaling watches the queues the workers drain.
+that exist, autoscaling watches the queues the workers drain, docker-compose.yml is valid
+Compose (against the specification's JSON schema, tests/fixtures/compose-spec.json) and its
+first start needs no hand-made file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
+import jsonschema
 import yaml
 from django.urls import resolve
 
@@ -47,18 +55,88 @@ def test_the_image_is_multi_stage_non_root_and_has_ffmpeg():
     assert "ffmpeg" in final and "EXPOSE 8000" in final and "gunicorn" in final
 
 
-def test_compose_runs_every_procfile_process_with_the_same_command_after_healthy_servers():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def compose_environment(service: str, shell: dict[str, str]) -> dict[str, str]:
+    """A service's `environment` as Compose interpolates it from `shell` (here: no .env at all)."""
+
+    def interpolate(match: re.Match) -> str:
+        name, default = match.group(1), match.group(3) or ""
+        return shell.get(name) or default if match.group(2) == ":-" else shell.get(name, default)
+
+    return {
+        name: re.sub(r"\$\{(\w+)(:?-)?([^}]*)\}", interpolate, str(value))
+        for name, value in compose()["services"][service]["environment"].items()
+    }
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The image's ENV line: what every container starts with."""
+    line = re.search(r"^ENV (.+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE).group(1)
+    return dict(pair.split("=", 1) for pair in shlex.split(line))
+
+
+def test_compose_runs_every_procfile_process_with_the_same_command_after_migrate():
+    services = compose()["services"]
     for server in ("postgres", "redis", "rabbitmq"):
         assert services[server]["healthcheck"]["test"], server
+        assert services["migrate"]["depends_on"][server] == {"condition": "service_healthy"}, server
     for name, command in procfile().items():
         assert name in services, name
         if name != "web":
             assert services[name]["command"] == command, name
-            assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert services["web"]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+        assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}, name
     assert services["media"]["stop_grace_period"] == "330s", "a video job (300 s) finishes before SIGKILL"
+
+
+def test_compose_is_valid_against_the_compose_specification():
+    schema = json.loads((ROOT / "tests" / "fixtures" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [error.message for error in validator.iter_errors(compose())] == []
+    misspelt = compose()
+    misspelt["services"]["web"]["restart_policy"] = misspelt["services"]["web"].pop("restart")
+    assert any("restart_policy" in error.message for error in validator.iter_errors(misspelt)), "the schema bites"
+
+
+def test_compose_first_start_needs_no_hand_made_file_and_creates_the_admin():
+    text = (ROOT / "docker-compose.yml").read_text()
+    without_default = [m.group(0) for m in re.finditer(r"\$\{[^}]*\}", text) if ":-" not in m.group(0)]
+    assert without_default == [], "every variable the file interpolates has a default"
+    services = compose()["services"]
+    for name in procfile():
+        assert services[name]["env_file"] == [{"path": ".env", "required": False}], name
+    (migrate,) = services["migrate"]["command"][2:]
+    steps = [step.strip() for step in migrate.split("&&")]
+    assert steps[0] == "python scripts/secret_key_file.py"
+    assert steps[1] == "python manage.py migrate --no-input"
+    assert steps[2].startswith("python manage.py ensure_admin")
+
+
+def test_a_process_starts_in_production_with_the_compose_environment_and_no_env_file(tmp_path):
+    """What `docker compose up` does first, less the container: the key file, then a command."""
+    environment = dockerfile_env() | compose_environment("migrate", shell={})
+    assert environment["SUPWORKER_ENV"] == "production" and "DJANGO_SECRET_KEY" not in environment
+    key_file = Path(environment["DJANGO_SECRET_KEY_FILE"])
+    assert key_file.parent == Path("/app/var/secrets"), "the path the image makes and the volume holds"
+    local = {"DJANGO_SECRET_KEY_FILE": str(tmp_path / "secrets" / key_file.name), "LOG_DIR": str(tmp_path / "logs")}
+    local |= {name: str(tmp_path / name.lower()) for name in ("MEDIA_ROOT", "TEMP_DIR")}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "SECRET_KEY")}
+    env = inherited | environment | local
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    first = run("scripts/secret_key_file.py")
+    assert first.returncode == 0, first.stderr
+    key = Path(local["DJANGO_SECRET_KEY_FILE"]).read_text()
+    assert len(key.strip()) >= 50 and Path(local["DJANGO_SECRET_KEY_FILE"]).stat().st_mode & 0o077 == 0
+    assert key.strip() not in first.stdout + first.stderr, "the key is never printed"
+    check = run("manage.py", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert run("scripts/secret_key_file.py").returncode == 0
+    assert Path(local["DJANGO_SECRET_KEY_FILE"]).read_text() == key, "a restart keeps the key"
 
 
 def test_kubernetes_runs_every_process_with_the_procfile_command_limits_and_non_root():
