@@ -75,6 +75,18 @@ def test_an_unreachable_rabbitmq_is_degraded_not_down(web, settings, redis_conn)
     assert web.get("/health/ready").status_code == 200, "jobs still run without the broker"
 
 
+def test_the_openapi_description_is_served_as_yaml_and_as_json_without_signing_in(web):
+    written = (ROOT / "monitoring" / "openapi.yaml").read_text()
+    as_yaml = web.get("/openapi.yaml")
+    assert as_yaml.status_code == 200 and as_yaml["Content-Type"] == "application/yaml; charset=utf-8"
+    assert as_yaml.content.decode() == written
+    as_json = web.get("/openapi.json")
+    assert as_json["Content-Type"] == "application/json"
+    assert conforms(as_json, "/openapi.json") == SPEC
+    assert {"/openapi.yaml", "/openapi.json", "/health"} <= set(as_json.json()["paths"])
+    assert web.post("/openapi.json").status_code == 405
+
+
 def test_queue_metrics_count_waiting_jobs_and_their_age(web, redis_conn):
     queue = Queue("cleanup", connection=redis_conn)
     for _ in range(3):
