@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from supworker.handlers import PermanentError
 
@@ -68,6 +69,10 @@ class Run:
     batch_size: int
     deadline: float
     progress: Callable[[Run], None] | None = None
+    # For the progress callback: what its bar counts (the sum of these counts, or batches when
+    # none), and what that should reach by the end (None: unknown).
+    progress_counts: tuple[str, ...] = ()
+    total: int | None = None
     counts: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     slowest_batch_s: float = 0.0
@@ -77,6 +82,16 @@ class Run:
     @property
     def dry_run(self) -> bool:
         return self.options.dry_run
+
+    @property
+    def done(self) -> int:
+        """How far the run is, in the unit `total` counts."""
+        return sum(self.counts[key] for key in self.progress_counts) if self.progress_counts else self.batches
+
+    def report(self) -> None:
+        """Tell the progress callback, if there is one, how far the run is."""
+        if self.progress:
+            self.progress(self)
 
     def out_of_time(self) -> bool:
         # At least one batch per run: a follow-up job must always make progress, or a
@@ -143,17 +158,26 @@ class Run:
         self.batches += 1
         self.slowest_batch_s = max(self.slowest_batch_s, time.monotonic() - started)
         self.counts.update(counts)
-        if self.progress:
-            self.progress(self)
+        self.report()
         return counts
 
 
 class Cleanup:
     name: ClassVar[str]
     default_older_than: ClassVar[timedelta | None] = None
+    # The counts a progress bar adds up (see Run.done); `expected` says what they should reach.
+    progress_counts: ClassVar[tuple[str, ...]] = ()
 
     def work(self, run: Run) -> None:
         raise NotImplementedError
+
+    def expected(self, run: Run) -> int | None:
+        """What `progress_counts` should reach by the end of a real run, counted as the dry run
+        counts (one query, before the first batch); None when it cannot be known beforehand."""
+        return None
+
+    def cutoff(self, run: Run) -> datetime:
+        return timezone.now() - self.older_than(run)
 
     def older_than(self, run: Run) -> timedelta:
         if run.options.older_than is not None:
@@ -175,6 +199,9 @@ class Cleanup:
             if not acquired:
                 log.warning("cleanup %s is already running elsewhere; this run does nothing", self.name)
                 return {"cleanup": self.name, "skipped": "another run holds the lock"}
+            if progress and not run.dry_run:  # a dry run only counts: nothing to follow
+                run.progress_counts, run.total = self.progress_counts, self.expected(run)
+                run.report()
             self.work(run)
         summary = {
             "cleanup": self.name,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from cleanup.base import Cleanup, Run, count
 
@@ -15,14 +14,17 @@ FINISHED = "finished_at < %s"
 
 class JobRecords(Cleanup):
     name = "job_records"
+    progress_counts = ("job_records_removed",)
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(days=settings.CONFIG.cleanup.job_record_retention_days)
 
     def work(self, run: Run) -> None:
-        cutoff = timezone.now() - self.older_than(run)
         if run.dry_run:
-            run.counts["job_records_to_remove"] = count("job_runs", FINISHED, [cutoff])
+            run.counts["job_records_to_remove"] = self.expected(run)
         else:
-            run.delete_all("job_runs", FINISHED, [cutoff], "finished_at, id", "job_records_removed")
+            run.delete_all("job_runs", FINISHED, [self.cutoff(run)], "finished_at, id", "job_records_removed")
+
+    def expected(self, run: Run) -> int:
+        return count("job_runs", FINISHED, [self.cutoff(run)])

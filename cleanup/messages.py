@@ -15,7 +15,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection
-from django.utils import timezone
 
 from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
@@ -33,6 +32,7 @@ def archive_key(rows: list[dict]) -> str:
 
 class Messages(Cleanup):
     name = "messages"
+    progress_counts = ("messages_removed",)
 
     @property
     def default_older_than(self) -> timedelta:
@@ -43,11 +43,16 @@ class Messages(Cleanup):
         run.counts[f"policy_{policy}"] = 1
         if policy == "off":
             return
-        cutoff = timezone.now() - self.older_than(run)
         if run.dry_run:
-            run.counts["messages_to_remove"] = count("messages", OLD, [cutoff])
+            run.counts["messages_to_remove"] = self.expected(run)
             return
+        cutoff = self.cutoff(run)
         run.walk(lambda after: self._remove(cutoff, run.batch_size, policy == "archive", after), "messages_removed")
+
+    def expected(self, run: Run) -> int:
+        if settings.CONFIG.cleanup.message_policy == "off":
+            return 0
+        return count("messages", OLD, [self.cutoff(run)])
 
     def _remove(self, cutoff, limit: int, archive: bool, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)

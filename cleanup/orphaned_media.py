@@ -57,6 +57,7 @@ def referenced(keys: list[str]) -> set[str]:
 
 class OrphanedMedia(Cleanup):
     name = "orphaned_media"
+    progress_counts = ("objects_scanned",)  # how many there are is not known before the listing ends
 
     @property
     def default_older_than(self) -> timedelta:

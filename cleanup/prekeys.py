@@ -45,19 +45,19 @@ def refill_request(user_id, unused: int, day: str) -> Envelope:
 
 class Prekeys(Cleanup):
     name = "prekeys"
+    progress_counts = ("prekeys_removed",)
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(days=settings.CONFIG.cleanup.prekey_used_grace_days)
 
     def work(self, run: Run) -> None:
-        cutoff = timezone.now() - self.older_than(run)
         low = self._low_stock(settings.CONFIG.cleanup.prekey_low_threshold)
         if run.dry_run:
-            run.counts["used_prekeys_to_remove"] = count("user_prekeys", USED, [cutoff])
+            run.counts["used_prekeys_to_remove"] = self.expected(run)
             run.counts["users_low_on_prekeys"] = len(low)
             return
-        run.delete_all("user_prekeys", USED, [cutoff], "used_at, id", "prekeys_removed")
+        run.delete_all("user_prekeys", USED, [self.cutoff(run)], "used_at, id", "prekeys_removed")
         day = timezone.now().strftime("%Y-%m-%d")
         requests = [refill_request(user_id, unused, day) for user_id, unused in low]
         queue = POLICIES["notification.push"].queue_for(None)
@@ -69,6 +69,9 @@ class Prekeys(Cleanup):
                 {e.job_id: queue for e in chunk},
             )
             run.counts["refill_pushes_enqueued"] += len(result.enqueued)
+
+    def expected(self, run: Run) -> int:
+        return count("user_prekeys", USED, [self.cutoff(run)])
 
     def _low_stock(self, threshold: int) -> list[tuple]:
         with connection.cursor() as cursor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from cleanup.base import Cleanup, Run, count
 
@@ -18,15 +17,20 @@ INACTIVE = [
 
 class Sessions(Cleanup):
     name = "sessions"
+    progress_counts = ("sessions_removed",)
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(days=settings.CONFIG.cleanup.session_inactive_days)
 
     def work(self, run: Run) -> None:
-        cutoff = timezone.now() - self.older_than(run)
+        if run.dry_run:
+            run.counts["sessions_to_remove"] = self.expected(run)
+            return
+        cutoff = self.cutoff(run)
         for where, order in INACTIVE:
-            if run.dry_run:
-                run.counts["sessions_to_remove"] += count("user_sessions", where, [cutoff])
-            else:
-                run.delete_all("user_sessions", where, [cutoff], order, "sessions_removed")
+            run.delete_all("user_sessions", where, [cutoff], order, "sessions_removed")
+
+    def expected(self, run: Run) -> int:
+        cutoff = self.cutoff(run)
+        return sum(count("user_sessions", where, [cutoff]) for where, _ in INACTIVE)

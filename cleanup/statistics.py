@@ -46,6 +46,9 @@ RETURNING users, messages, messages_last_24h, stories, active_sessions
 class Statistics(Cleanup):
     name = "statistics"
 
+    def expected(self, run: Run) -> int:
+        return 1  # one batch: the progress bar counts batches
+
     def work(self, run: Run) -> None:
         if run.dry_run:
             return

@@ -3,7 +3,7 @@ storage; rows soft-deleted more than STORY_PURGE_AFTER_DAYS ago are purged."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -13,25 +13,39 @@ from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
 
 EXPIRED = "deleted_at IS NULL AND created_at < %s"
+PURGEABLE = "deleted_at < %s"
 
 
 class Stories(Cleanup):
     name = "stories"
+    progress_counts = ("stories_expired", "stories_purged")
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(hours=settings.CONFIG.cleanup.story_ttl_hours)
 
     def work(self, run: Run) -> None:
-        now = timezone.now()
-        cutoff = now - self.older_than(run)
-        purge_before = now - timedelta(days=settings.CONFIG.cleanup.story_purge_after_days)
         if run.dry_run:
-            run.counts["stories_to_expire"] = count("stories", EXPIRED, [cutoff])
-            run.counts["stories_to_purge"] = count("stories", "deleted_at < %s", [purge_before])
+            run.counts.update(self._pending(run))
             return
+        now = timezone.now()
+        cutoff, purge_before = self._cutoffs(run, now)
         run.walk(lambda after: self._expire(cutoff, now, run.batch_size, after), "stories_expired")
-        run.delete_all("stories", "deleted_at < %s", [purge_before], "deleted_at, id", "stories_purged")
+        run.delete_all("stories", PURGEABLE, [purge_before], "deleted_at, id", "stories_purged")
+
+    def expected(self, run: Run) -> int:
+        return sum(self._pending(run).values())
+
+    def _cutoffs(self, run: Run, now: datetime) -> tuple[datetime, datetime]:
+        """Stories created before the first expire; those deleted before the second are purged."""
+        return now - self.older_than(run), now - timedelta(days=settings.CONFIG.cleanup.story_purge_after_days)
+
+    def _pending(self, run: Run) -> dict[str, int]:
+        cutoff, purge_before = self._cutoffs(run, timezone.now())
+        return {
+            "stories_to_expire": count("stories", EXPIRED, [cutoff]),
+            "stories_to_purge": count("stories", PURGEABLE, [purge_before]),
+        }
 
     def _expire(self, cutoff, now, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)

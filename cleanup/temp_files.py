@@ -13,7 +13,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
@@ -40,21 +39,25 @@ def remove_path(file_path: str) -> bool:
 
 class TempFiles(Cleanup):
     name = "temp_files"
+    progress_counts = ("rows_removed",)  # the leftovers in TEMP_DIR are swept after, in one go
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(hours=settings.CONFIG.cleanup.temp_file_ttl_hours)
 
     def work(self, run: Run) -> None:
-        cutoff = timezone.now() - self.older_than(run)
+        cutoff = self.cutoff(run)
         if run.dry_run:
-            run.counts["rows_to_remove"] = count("temporary_files", OLD, [cutoff])
+            run.counts["rows_to_remove"] = self.expected(run)
             run.counts["leftovers_to_sweep"] = len(self._leftovers(cutoff))
             return
         run.walk(lambda after: self._remove(cutoff, run.batch_size, after), "rows_removed")
         for leftover in self._leftovers(cutoff):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
             run.counts["leftovers_swept"] += 1
+
+    def expected(self, run: Run) -> int:
+        return count("temporary_files", OLD, [self.cutoff(run)])
 
     def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)

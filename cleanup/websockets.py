@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from cleanup.base import Cleanup, Run, after_clause, count
 
@@ -16,17 +15,21 @@ STALE = "last_heartbeat_at < %s"
 
 class Websockets(Cleanup):
     name = "websockets"
+    progress_counts = ("connections_removed",)
 
     @property
     def default_older_than(self) -> timedelta:
         return timedelta(minutes=settings.CONFIG.cleanup.websocket_stale_minutes)
 
     def work(self, run: Run) -> None:
-        cutoff = timezone.now() - self.older_than(run)
         if run.dry_run:
-            run.counts["connections_to_remove"] = count("websocket_connections", STALE, [cutoff])
+            run.counts["connections_to_remove"] = self.expected(run)
             return
+        cutoff = self.cutoff(run)
         run.walk(lambda after: self._remove(cutoff, run.batch_size, after), "connections_removed")
+
+    def expected(self, run: Run) -> int:
+        return count("websocket_connections", STALE, [self.cutoff(run)])
 
     def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("last_heartbeat_at, id", after)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import connection
 from django.utils import timezone
+from django_rq.settings import get_queues_map
 
 from monitoring import queues
 from monitoring.charts import Bar, stacked_bars
@@ -46,7 +47,8 @@ def context() -> dict[str, Any]:
     bars = last_24_hours()
     queue_report = queues.report()
     return {
-        "queues": queue_report["queues"],
+        # With django-rq's index of each queue (its pages number them in name order) for the links.
+        "queues": [(name, get_queues_map()[name], q) for name, q in queue_report["queues"].items()],
         "workers": queue_report["workers"],
         "chart": stacked_bars(bars),
         "succeeded_24h": sum(b.ok for b in bars),

@@ -12,4 +12,6 @@ urlpatterns = [
     path("metrics/system", views.system_metrics, name="metrics-system"),
     path("metrics/jobs", views.job_metrics, name="metrics-jobs"),
     path("shutdown", views.shutdown_view, name="shutdown"),
+    path("openapi.yaml", views.openapi_yaml, name="openapi-yaml"),
+    path("openapi.json", views.openapi_json, name="openapi-json"),
 ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import yaml
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -73,6 +77,31 @@ def job_metrics(request: HttpRequest) -> JsonResponse:
 @read_only
 def prometheus(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+OPENAPI = Path(__file__).with_name("openapi.yaml")
+
+
+@functools.cache
+def _openapi_text() -> str:
+    return OPENAPI.read_text()
+
+
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    return yaml.safe_load(_openapi_text())
+
+
+@read_only
+def openapi_yaml(request: HttpRequest) -> HttpResponse:
+    """The contract, monitoring/openapi.yaml, as written (application/yaml, RFC 9512)."""
+    return HttpResponse(_openapi_text(), content_type="application/yaml; charset=utf-8")
+
+
+@read_only
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    """The same contract as JSON, for tools that read only JSON."""
+    return JsonResponse(_openapi_document())
 
 
 def _refuse(status: int, reason: str) -> JsonResponse:

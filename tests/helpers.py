@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.testenv import ROOT
+
+CONTROL_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -22,6 +30,45 @@ def run_manage(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         text=True,
         timeout=timeout,
     )
+
+
+def run_manage_on_a_terminal(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `manage.py` with its stderr on a pseudo-terminal (100 columns), as an operator's shell
+    gives it, and stdout on a pipe. Returns the process and the text the terminal was sent,
+    without its control sequences (colours, cursor moves)."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    # Variables that would make rich decide for itself whether this is a terminal.
+    plain_env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR")}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=plain_env | {"TERM": "xterm-256color"} | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    sent, deadline = bytearray(), time.monotonic() + timeout
+    while True:
+        if not select.select([controller], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            process.kill()
+            raise subprocess.TimeoutExpired(process.args, timeout, output=bytes(sent))
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child has closed its end
+            break
+        if not chunk:
+            break
+        sent += chunk
+    os.close(controller)
+    stdout = process.stdout.read()
+    process.stdout.close()
+    returncode = process.wait(timeout)
+    shown = CONTROL_SEQUENCE.sub("", sent.decode(errors="replace"))
+    return subprocess.CompletedProcess(process.args, returncode, stdout, ""), shown
 
 
 def start_manage(*args: str, log_path, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -9,10 +9,12 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django_rq.models import Dashboard
+from rq import Queue
 
 from cleanup.models import GlobalStatistics, HealthCheckResult, UserStatistics, WebsocketConnection
 from notifications.models import Device, Notification
 from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
+from tests.test_cron import submit_cleanup, work
 
 pytestmark = pytest.mark.django_db
 
@@ -101,3 +103,36 @@ def test_admin_login_page_serves_its_stylesheet(client):
     page = client.get("/admin/login/")
     assert page.status_code == 200
     assert b"/static/admin/css/base.css" in page.content
+
+
+def dashboard_search(client, text: str) -> str:
+    page = client.get(reverse("admin:monitoring_dashboard_changelist"), {"job": text})
+    assert page.status_code == 200
+    return page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)  # the worker commits its job records
+def test_the_dashboard_finds_a_job_by_its_job_id_or_its_rq_job_id(staff_client, redis_conn):
+    failed = submit_cleanup(redis_conn, "sessions", {"olderThan": "a while"})  # a permanent error
+    work(redis_conn)
+    run, letter = JobRun.objects.get(job_id=failed), DeadLetter.objects.get(job_id=failed)
+    run_link = f'<a href="{reverse("admin:supworker_jobrun_change", args=[run.pk])}">{failed}</a>'
+    letter_link = f'<a href="{reverse("admin:supworker_deadletter_change", args=[letter.pk])}">{failed}</a>'
+
+    by_job_id = dashboard_search(staff_client, f"  {failed} ")
+    assert run_link in by_job_id and letter_link in by_job_id and "RQ job " not in by_job_id
+
+    by_rq_id = dashboard_search(staff_client, run.rq_job_id)
+    assert run_link in by_rq_id and letter_link in by_rq_id
+    assert f"{run.rq_job_id}</a>\n    (queue cleanup, finished) carries 1 job." in by_rq_id
+
+    waiting = submit_cleanup(redis_conn, "sessions")
+    (rq_id,) = Queue("cleanup", connection=redis_conn).job_ids
+    not_started = dashboard_search(staff_client, rq_id)
+    assert "(queue cleanup, queued) carries 1 job; those without a record below have not started yet" in not_started
+    assert waiting not in not_started and 'id="found-job-records"' not in not_started
+
+    for unknown in ("no-such-job", "a:b", "x" * 300):
+        assert 'id="nothing-found"' in dashboard_search(staff_client, unknown), unknown
+    plain = staff_client.get(reverse("admin:monitoring_dashboard_changelist")).content.decode()
+    assert 'id="job-search-results"' not in plain

@@ -301,6 +301,32 @@ def test_health_check_records_each_dependency_and_logs_a_failure(settings, caplo
     assert "health check rabbitmq failed" in caplog.text
 
 
+def test_a_progress_callback_gets_the_total_first_and_sees_the_run_reach_it():
+    now = timezone.now()
+    user = uuid.uuid4()
+    stories = [Story.objects.create(user_id=user) for _ in range(4)]
+    Story.objects.filter(pk__in=[s.pk for s in stories[:3]]).update(
+        created_at=now - timedelta(days=9), deleted_at=now - timedelta(days=8)
+    )  # purged
+    Story.objects.filter(pk=stories[3].pk).update(created_at=now - timedelta(days=2))  # expires
+    for _ in range(3):
+        UserSession.objects.create(user_id=user, last_active_at=now - timedelta(days=31))
+        UserSession.objects.create(user_id=user, last_active_at=None)
+    UserSession.objects.filter(last_active_at=None).update(created_at=now - timedelta(days=31))
+    for number in range(3):
+        age(stored(f"media/lost/{number}.jpg"), 25 * 3600)
+
+    # (cleanup, its total, where its bar ends): orphaned_media cannot know its total; it counts objects listed.
+    expected = [("stories", 4, 4), ("sessions", 6, 6), ("maintenance", 13, 13), ("orphaned_media", None, 3)]
+    for name, total, done in expected:
+        seen: list[tuple[int | None, int]] = []
+        CLEANUPS[name](Options(batch_size=2), progress=lambda r, seen=seen: seen.append((r.total, r.done)))
+        assert seen[0] == (total, 0) and seen[-1] == (total, done), (name, seen)
+    seen = []
+    CLEANUPS["sessions"](Options(dry_run=True), progress=seen.append)
+    assert seen == [], "a dry run only counts: nothing to follow"
+
+
 def test_a_second_run_of_the_same_cleanup_does_nothing_while_the_first_holds_the_lock():
     UserSession.objects.create(user_id=uuid.uuid4(), last_active_at=timezone.now() - timedelta(days=40))
     holding, release = threading.Event(), threading.Event()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import django_rq
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
@@ -17,10 +23,11 @@ from cleanup.schedule import ID_PREFIX, register, registered
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.models import JobRun, UserSession
-from tests.helpers import run_manage, start_manage, stop, wait_for
+from tests.helpers import run_manage, run_manage_on_a_terminal, start_manage, stop, wait_for
 from tests.ingest_fixtures import subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
+BAR = "━"  # what rich draws a progress bar with
 
 
 def with_cron(settings, **changes: str) -> None:
@@ -144,12 +151,45 @@ def test_manage_py_cleanup_prints_a_summary_and_records_the_run(redis_conn):
     assert dry.returncode == 0 and "dry run: nothing changed" in dry.stdout and "sessions_to_remove" in dry.stdout
     assert UserSession.objects.count() == 3
     real = run_manage("cleanup", "sessions", "--batch-size", "2", "--older-than", "30d", env=env)
-    assert real.returncode == 0 and "sessions_removed" in real.stdout and "batch 2" in real.stderr
+    assert real.returncode == 0 and "sessions_removed" in real.stdout
+    # Not a terminal: a plain line a batch, no bar and no carriage returns.
+    assert "sessions: batch 1: sessions_removed 2 (2 of 3)\n" in real.stderr
+    assert "sessions: batch 2: sessions_removed 3 (3 of 3)\n" in real.stderr
+    assert "\r" not in real.stderr and BAR not in real.stderr
     assert UserSession.objects.count() == 0
     record = JobRun.objects.filter(job_id__startswith="cli:sessions:").latest("enqueued_at")
     assert record.status == "succeeded" and record.result["counts"] == {"sessions_removed": 3}
     bad = run_manage("cleanup", "sessions", "--older-than", "soon", env=env)
     assert bad.returncode == 1 and "'soon' is not a duration" in bad.stderr
+
+
+def test_manage_py_cleanup_on_a_terminal_draws_a_bar_with_its_total_and_an_eta(redis_conn):
+    old = timezone.now() - timedelta(days=31)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(5)])
+    process, screen = run_manage_on_a_terminal("cleanup", "sessions", "--batch-size", "2", env=subprocess_env({}))
+    assert process.returncode == 0 and "sessions_removed" in process.stdout, screen
+    assert UserSession.objects.count() == 0
+    assert BAR in screen and "sessions_removed" in screen
+    assert "0/5" in screen, "the total is known before the first batch"
+    assert "5/5" in screen
+    assert re.search(r"eta (-:--:--|\d+:\d\d:\d\d)", screen), screen
+    # The log line is printed above the bar, from the start of a line, not into it.
+    assert re.search(r"[\r\n][-\d]+ [:,\d]+ INFO +supworker.cleanup: cleanup sessions: \{", screen), screen
+    assert "batch 1:" not in screen, "no plain lines on a terminal"
+
+    dry = run_manage_on_a_terminal("cleanup", "sessions", "--dry-run", env=subprocess_env({}))[1]
+    assert BAR not in dry, "a dry run only counts: no bar"
+
+
+def test_a_cleanup_whose_total_is_unknown_draws_an_indeterminate_bar(redis_conn):
+    for _ in range(3):
+        path = Path(default_storage.path(default_storage.save(f"media/lost/{uuid.uuid4()}.jpg", ContentFile(b"x"))))
+        os.utime(path, (time.time() - 25 * 3600,) * 2)
+    process, screen = run_manage_on_a_terminal("cleanup", "orphaned_media", env=subprocess_env({}))
+    assert process.returncode == 0, screen
+    scanned = int(re.search(r"objects_scanned +([\d,]+)", process.stdout).group(1).replace(",", ""))
+    assert scanned >= 3 and f"{scanned:,}/?" in screen and "objects_scanned" in screen, screen
+    assert BAR in screen
 
 
 def test_the_admin_shows_the_cron_table_with_next_runs(client, redis_conn):

@@ -4,6 +4,7 @@ description in monitoring/openapi.yaml."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import uuid
 from datetime import timedelta
@@ -73,6 +74,18 @@ def test_an_unreachable_rabbitmq_is_degraded_not_down(web, settings, redis_conn)
     body = conforms(response, "/health")
     assert response.status_code == 503 and body["status"] == "degraded" and body["failing"] == ["rabbitmq"]
     assert web.get("/health/ready").status_code == 200, "jobs still run without the broker"
+
+
+def test_the_openapi_description_is_served_as_yaml_and_as_json_without_signing_in(web):
+    written = (ROOT / "monitoring" / "openapi.yaml").read_text()
+    as_yaml = web.get("/openapi.yaml")
+    assert as_yaml.status_code == 200 and as_yaml["Content-Type"] == "application/yaml; charset=utf-8"
+    assert as_yaml.content.decode() == written
+    as_json = web.get("/openapi.json")
+    assert as_json["Content-Type"] == "application/json"
+    assert conforms(as_json, "/openapi.json") == SPEC
+    assert {"/openapi.yaml", "/openapi.json", "/health"} <= set(as_json.json()["paths"])
+    assert web.post("/openapi.json").status_code == 405
 
 
 def test_queue_metrics_count_waiting_jobs_and_their_age(web, redis_conn):
@@ -220,7 +233,9 @@ def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web,
     assert f"<title>{now:%H}h: 4 succeeded, 1 failed</title>" in html, "the current hour's bar"
     assert html.count("<rect") == 48, "24 hourly bars, each succeeded and failed"
     assert "dead-1" in html and "the video is 8K" in html and "Dead letters waiting: 1" in html
-    assert '<td><a href="/admin/django_rq/dashboard/queues/4/">cleanup</a></td>' in html
+    for name in ("cleanup", "media_high", "notifications"):  # each link opens that queue's page
+        link = re.search(rf'<td><a href="([^"]+)">{name}</a></td>', html).group(1)
+        assert f"<title>Queued Jobs in {name} " in web.get(link).content.decode(), name
     assert "<td>1</td>" in html  # one waiting cleanup job
     assert "cdn" not in html.lower() and '<script src="http' not in html
     web.logout()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import time
-
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from cleanup.base import Options, Run, parse_duration
+from cleanup import progress
+from cleanup.base import Options, parse_duration
 from cleanup.registry import CLEANUPS
 from supworker import records
 from supworker.envelope import Envelope
@@ -17,7 +15,7 @@ from supworker.models.job_records import JobStatus
 
 
 class Command(BaseCommand):
-    help = "Run one cleanup now, in this process, with a progress line and a summary."
+    help = "Run one cleanup now, in this process, with a progress bar (on a terminal) and a summary."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", choices=sorted(CLEANUPS))
@@ -42,16 +40,10 @@ class Command(BaseCommand):
         envelope = Envelope(job_id=f"cli:{name}:{timezone.now():%Y%m%dT%H%M%S}", job_type=f"cleanup.{name}", payload={})
         started = timezone.now()
         records.start([envelope], "manage.py", "")
-        summary = CLEANUPS[name](run_options, progress=self._progress)
-        sys.stderr.write("\n")
+        with progress.reporter() as report:
+            summary = CLEANUPS[name](run_options, progress=report)
         records.finish([Outcome.success(envelope, summary)], {envelope.job_id: JobStatus.SUCCEEDED}, started)
         self._print_summary(summary)
-
-    def _progress(self, run: Run) -> None:
-        done = ", ".join(f"{key} {value:,}" for key, value in sorted(run.counts.items()))
-        spinner = "|/-\\"[int(time.monotonic() * 4) % 4]
-        sys.stderr.write(f"\r{spinner} {run.name}: batch {run.batches:,}: {done}\033[K")
-        sys.stderr.flush()
 
     def _print_summary(self, summary: dict) -> None:
         if "skipped" in summary:
