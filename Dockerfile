@@ -3,8 +3,9 @@
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential libpq-dev \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt /tmp/requirements.txt
-RUN pip wheel --no-cache-dir --wheel-dir /wheels -r /tmp/requirements.txt
+# The runtime lock only: no test, lint or audit tool reaches the image (requirements/dev.txt is for .venv).
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r /tmp/runtime.txt
 
 FROM python:3.11-slim-bookworm AS runtime
 # ffmpeg for media jobs; util-linux for setpriv (ffmpeg dies with its work horse).

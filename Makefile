@@ -7,19 +7,23 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# Dependencies are declared in pyproject.toml and locked, with hashes, in requirements/: runtime.txt
+# (what the Docker image installs) and dev.txt (the same versions plus the development tools).
+DEV_LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
+STAMP := $(VENV)/.installed-$(shell sha1sum $(DEV_LOCK) | cut -c1-12)
 PYTEST_ARGS ?=
 # Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
 CONCURRENCY ?= media=2,notifications=5
 
-.PHONY: run test services services-down services-status migrate admin bench lint check clean venv audit
+.PHONY: run test services services-down services-status migrate admin bench lint check clean venv audit lock
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(DEV_LOCK)
 	@scripts/ensure_python.sh "$(PYTHON)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 services:
@@ -55,11 +59,24 @@ lint: venv
 check: venv
 	$(BIN)/python manage.py check
 
-# Known vulnerabilities of exactly what requirements.txt pins (every package, transitive ones
-# too, is pinned there: no resolution needed, nothing installed). --strict: a package that could
-# not be audited fails the target instead of passing as "no known vulnerabilities".
+# Regenerate both locks after changing a pin in pyproject.toml. uv keeps every version a lock
+# already holds unless pyproject.toml asks otherwise (LOCK_ARGS=--upgrade moves everything to the
+# newest releases). The dev lock first; the runtime lock is constrained by it, so the image runs
+# the versions the tests ran. pip is left out: pip-audit depends on it, and the one `python -m
+# venv` puts in .venv serves.
+LOCK_ARGS ?=
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python $(BIN)/python \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
+lock: venv
+	$(UV_COMPILE) --group dev --no-emit-package pip --output-file $(DEV_LOCK)
+	$(UV_COMPILE) --constraint $(DEV_LOCK) --output-file $(RUNTIME_LOCK)
+
+# Known vulnerabilities of exactly what the dev lock pins: every package, transitive ones too,
+# and a superset of the runtime lock at the same versions. Hashed pins: no resolution, nothing
+# installed. --strict: a package that could not be audited fails the target instead of passing
+# as "no known vulnerabilities".
 audit: venv
-	$(BIN)/pip-audit --requirement requirements.txt --no-deps --strict --progress-spinner off
+	$(BIN)/pip-audit --requirement $(DEV_LOCK) --require-hashes --strict --progress-spinner off
 
 clean: services-down
 	rm -rf var logs test-output

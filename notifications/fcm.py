@@ -8,7 +8,7 @@ with FCM_PROJECT_ID) that needs no Google account, for a local FCM server in tes
 firebase-admin has no emulator for FCM and no public way to change where it sends: the URL is
 the private `_MessagingService.FCM_URL`, formatted into each service's `_fcm_url`. We set that
 attribute on our app's service when FCM_ENDPOINT is not Google's. This relies on
-firebase-admin 7.7.0's internals, which is why requirements.txt pins it and
+firebase-admin 7.7.0's internals, which is why pyproject.toml pins it and
 tests/test_notifications_push.py checks the override.
 
 The SDK's requests session carries each push over libcurl (notifications/curl_adapter.py)

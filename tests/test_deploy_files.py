@@ -23,7 +23,11 @@ from django.urls import resolve
 
 from supworker.policy import POLICIES
 from supworker.queues import WORKER_QUEUES, worker_queues
+from tests.locks import RUNTIME_LOCK, declared, locked
 from tests.testenv import ROOT
+
+# pip options of the Dockerfile that take a value (the next word)
+PIP_VALUE_OPTIONS = {"-r", "--requirement", "--wheel-dir", "--find-links"}
 
 
 def procfile() -> dict[str, list[str]]:
@@ -53,6 +57,39 @@ def test_the_image_is_multi_stage_non_root_and_has_ffmpeg():
     user = re.search(r"^USER (\S+)$", final, re.MULTILINE)
     assert user and user.group(1) not in ("root", "0")
     assert "ffmpeg" in final and "EXPOSE 8000" in final and "gunicorn" in final
+
+
+def pip_commands(dockerfile: str) -> list[list[str]]:
+    """The arguments of every `pip install` and `pip wheel` in the Dockerfile's RUN lines."""
+    commands = []
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        if line.startswith("RUN "):
+            for part in line.removeprefix("RUN ").split("&&"):
+                words = shlex.split(part)
+                if words[:1] == ["pip"] and words[1:2] in (["install"], ["wheel"]):
+                    commands.append(words[2:])
+    return commands
+
+
+def test_the_image_installs_the_runtime_lock_only_and_no_development_tool():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied_from = {destination: source for source, destination in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.M)}
+    requirement_files = []
+    for args in pip_commands(dockerfile):
+        words = iter(args)
+        for word in words:
+            if word in PIP_VALUE_OPTIONS:
+                value = next(words)
+                if word in ("-r", "--requirement"):
+                    requirement_files.append(copied_from.get(value))
+                    assert "--require-hashes" in args, "the lock's hashes are checked"
+            else:
+                assert word.startswith(("-", "/wheels/")), f"the image installs {word!r} outside the runtime lock"
+    assert requirement_files == ["requirements/runtime.txt"]
+    development_only = set(declared("dev")) - set(declared())
+    assert development_only, "pyproject.toml's dev group names the development tools"
+    shipped = development_only & set(locked(RUNTIME_LOCK))
+    assert not shipped, f"development tools in the runtime lock: {sorted(shipped)}"
 
 
 def compose() -> dict:
