@@ -55,6 +55,7 @@ bench: migrate
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	SUPWORKER_ENV_FILE=/dev/null $(BIN)/mypy
 
 check: venv
 	$(BIN)/python manage.py check

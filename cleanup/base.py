@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -128,11 +129,15 @@ class Run:
 
         self.walk(step, key)
 
+    @staticmethod
+    def _delete_page_range(table: str, where: str, params: list[Any], key: str, first: int, end: int) -> dict[str, int]:
+        return {key: delete_page_range(table, where, params, first, end)}
+
     def _delete_by_pages(self, table: str, where: str, params: list[Any], key: str, matches_per_page: float) -> None:
         pages_per_batch = max(1, int(self.batch_size / max(matches_per_page, 1.0)))
         last_page = table_pages(table)
         for first in range(0, last_page + 1, pages_per_batch):
-            self.batch(lambda f=first: {key: delete_page_range(table, where, params, f, f + pages_per_batch)})
+            self.batch(partial(self._delete_page_range, table, where, params, key, first, first + pages_per_batch))
             if first + pages_per_batch <= last_page and self.out_of_time():
                 self.more = True
                 return
@@ -164,7 +169,6 @@ class Run:
 
 class Cleanup:
     name: ClassVar[str]
-    default_older_than: ClassVar[timedelta | None] = None
     # The counts a progress bar adds up (see Run.done); `expected` says what they should reach.
     progress_counts: ClassVar[tuple[str, ...]] = ()
 
@@ -178,6 +182,11 @@ class Cleanup:
 
     def cutoff(self, run: Run) -> datetime:
         return timezone.now() - self.older_than(run)
+
+    @property
+    def default_older_than(self) -> timedelta | None:
+        """The age limit when a run names none; None for a cleanup that does not go by age."""
+        return None
 
     def older_than(self, run: Run) -> timedelta:
         if run.options.older_than is not None:

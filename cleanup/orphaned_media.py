@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import connection
@@ -55,6 +56,10 @@ def referenced(keys: list[str]) -> set[str]:
     return {key for key in keys if forms[key] & values or owners.get(key) in live_messages}
 
 
+def _delete_orphans(keys: list[str]) -> dict[str, int]:
+    return {"orphans_deleted": storage.delete(keys)}
+
+
 class OrphanedMedia(Cleanup):
     name = "orphaned_media"
     progress_counts = ("objects_scanned",)  # how many there are is not known before the listing ends
@@ -76,7 +81,7 @@ class OrphanedMedia(Cleanup):
                 if run.dry_run:
                     run.counts["orphans_found"] += len(orphans)
                 else:
-                    run.batch(lambda o=orphans: {"orphans_deleted": storage.delete(o)})
+                    run.batch(partial(_delete_orphans, orphans))
                     redis.set(CURSOR_KEY + prefix, page[-1].key)
                 if run.out_of_time():
                     run.more = True  # the cursor says where the next run goes on

@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, default_storage, storages
+from storages.backends.s3 import S3Storage
 
 S3_DELETE_LIMIT = 1000  # DeleteObjects takes at most 1000 keys
 _PROBE = "probe"  # a key whose URL shows what the storage puts before every key
@@ -92,19 +93,29 @@ def _valid_key(key: str) -> str | None:
     return key
 
 
-def delete(keys: Iterable[str]) -> int:
-    """Delete objects by key; a missing object is not an error (a rerun deletes nothing twice)."""
-    keys = sorted({k for k in keys if k})
-    if not keys:
+def s3_storage() -> S3Storage:
+    """The media store, when it is not local files: django-storages' S3 backend (settings.media_storage)."""
+    store = default_storage  # a lazy proxy; isinstance sees the backend behind it
+    if not isinstance(store, S3Storage):
+        raise TypeError(f"the media store is {type(store).__name__}: neither local files nor S3")
+    return store
+
+
+def delete(keys: Iterable[str | None]) -> int:
+    """Delete objects by key (None, a value that is no key of ours, is skipped); a missing object is
+    not an error (a rerun deletes nothing twice)."""
+    present = sorted({k for k in keys if k})
+    if not present:
         return 0
     if isinstance(default_storage, FileSystemStorage):
-        for key in keys:
+        for key in present:
             default_storage.delete(key)
-        return len(keys)
-    for start in range(0, len(keys), S3_DELETE_LIMIT):
-        chunk = keys[start : start + S3_DELETE_LIMIT]
-        default_storage.bucket.delete_objects(Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
-    return len(keys)
+        return len(present)
+    bucket = s3_storage().bucket
+    for start in range(0, len(present), S3_DELETE_LIMIT):
+        chunk = present[start : start + S3_DELETE_LIMIT]
+        bucket.delete_objects(Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+    return len(present)
 
 
 def list_objects(prefix: str, start_after: str = "", page_size: int = S3_DELETE_LIMIT) -> Iterator[list[StoredObject]]:
@@ -112,10 +123,10 @@ def list_objects(prefix: str, start_after: str = "", page_size: int = S3_DELETE_
     if isinstance(default_storage, FileSystemStorage):
         yield from _pages(_local_objects(prefix, start_after), page_size)
         return
-    client = default_storage.connection.meta.client
-    paginator = client.get_paginator("list_objects_v2")
+    store = s3_storage()
+    paginator = store.connection.meta.client.get_paginator("list_objects_v2")
     pages = paginator.paginate(
-        Bucket=default_storage.bucket_name,
+        Bucket=store.bucket_name,
         Prefix=prefix,
         StartAfter=start_after,
         PaginationConfig={"PageSize": page_size},

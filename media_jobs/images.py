@@ -21,7 +21,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
@@ -60,6 +60,8 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
                 f"the image is {width}x{height} = {width * height:,} pixels,"
                 f" more than the {limits.image_max_pixels:,}-pixel limit"
             )
+        if source_format is None:
+            raise PermanentError("the image's format is not recognised")
         original = {"width": width, "height": height, "format": source_format.lower()}
         if _orientation(image) in (5, 6, 7, 8):  # shown turned by a quarter
             original |= {"width": height, "height": width}
@@ -104,7 +106,7 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
 def _check_animation(image: Image.Image) -> None:
     """Refuse an animation bomb from the frame count (read without decoding) before ffmpeg starts."""
     try:
-        frames = image.n_frames
+        frames = getattr(image, "n_frames", 1)  # GIF and other multi-frame formats have it
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise PermanentError(f"the GIF is corrupt or truncated: {exc}") from None
     pixels = frames * image.width * image.height
@@ -142,7 +144,8 @@ def _decode(image: Image.Image, max_edge: int) -> tuple[Image.Image, bytes | Non
         upright, icc = _cmyk_to_srgb(upright, icc), None
     if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
         upright = upright.convert("RGBA")
-        if upright.getextrema()[3][0] == 255:  # an alpha channel that hides nothing
+        extrema = cast(tuple[tuple[int, int], ...], upright.getextrema())  # one (min, max) per band
+        if extrema[3][0] == 255:  # an alpha channel that hides nothing
             upright = upright.convert("RGB")
     elif upright.mode not in ("RGB", "L"):
         upright = upright.convert("RGB")
@@ -155,7 +158,9 @@ def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     if icc:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if converted is not None:  # None only when converting in place, which this does not ask for
+                return converted
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: fall back to Pillow's plain conversion
     return image.convert("RGB")

@@ -101,7 +101,7 @@ def save(key: str, path: Path, content_type: str) -> StoredObject:
     try:
         with open(path, "rb") as handle:
             content = File(handle, name=os.path.basename(key))
-            content.content_type = content_type  # django-storages sends it as Content-Type
+            content.content_type = content_type  # type: ignore[attr-defined]  # django-storages sends it as Content-Type
             replace(key, content)
     except KeyTaken as exc:
         raise TransientError(f"{exc}; will retry") from None

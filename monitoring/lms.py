@@ -25,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from redis import Redis
 from rq import Worker
+from rq.worker import BaseWorker
 
 from notifications import otp_stats
 from supworker.enqueue import redis_connection
@@ -74,7 +75,7 @@ def live_consumers(connection: Redis) -> list[dict[str, str]]:
     return live
 
 
-def otp_workers(connection: Redis) -> list[Worker]:
+def otp_workers(connection: Redis) -> list[BaseWorker]:
     """RQ workers listening to a queue that OTP e-mails go to."""
     policy = POLICIES["otp.email"]
     queues = {policy.queue, policy.high_queue}

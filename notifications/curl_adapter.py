@@ -88,7 +88,8 @@ class CurlAdapter(BaseAdapter):
         curl.setopt(pycurl.ACCEPT_ENCODING, headers.pop("Accept-Encoding", None) or "")
         # "Expect:": never wait for a 100 Continue before sending the body (libcurl asks for one
         # above 1 MiB, older releases above 1 KiB; FCM messages are at most 4 KiB).
-        curl.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" for name, value in headers.items()] + ["Expect:"])
+        lines = [f"{name}: {_text(value)}" for name, value in headers.items()]
+        curl.setopt(pycurl.HTTPHEADER, [*lines, "Expect:"])
         curl.setopt(pycurl.WRITEDATA, received)
         curl.setopt(pycurl.HEADERFUNCTION, header_lines.append)
         connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
@@ -125,7 +126,7 @@ class CurlAdapter(BaseAdapter):
         response._content = body
         response.url = request.url or ""
         response.request = request
-        response.connection = self  # as requests' own adapter sets it
+        response.connection = self  # type: ignore[assignment]  # as requests' own adapter sets it
         return response
 
     def close(self) -> None:
@@ -144,3 +145,8 @@ def _requests_error(exc: pycurl.error, request: requests.PreparedRequest) -> req
         return requests.exceptions.SSLError(text, request=request)
     # Refused, unresolvable, reset, an unreadable answer: as requests' adapter, a ConnectionError.
     return requests.exceptions.ConnectionError(text, request=request)
+
+
+def _text(value: str | bytes) -> str:
+    """A header value as requests may hold it (str, or bytes as given) for libcurl's header lines."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value

@@ -134,7 +134,7 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
     try:
         for done, (envelope, item, row_id) in enumerate(to_send):
             if not allowance.grant(len(to_send) - done):
-                error = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
+                error: Exception = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
                 not_sent.append((row_id, False, str(error), ""))
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 continue

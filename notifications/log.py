@@ -217,4 +217,8 @@ def settled(keys: list[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
         "job_id", "recipient", "success"
     )
     wanted = set(keys)
-    return {(job_id, recipient): success for job_id, recipient, success in rows if (job_id, recipient) in wanted}
+    return {
+        (job_id, recipient): success
+        for job_id, recipient, success in rows
+        if job_id is not None and (job_id, recipient) in wanted
+    }

@@ -1,5 +1,9 @@
+from typing import Any
+
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 
 from supworker.enqueue import redis_connection, requeue
@@ -10,10 +14,10 @@ from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, 
 class ReadOnlyRecordAdmin(admin.ModelAdmin):
     """Records of what workers did: readable and deletable, never edited by hand."""
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -78,10 +82,10 @@ class DeadLetterAdmin(ReadOnlyRecordAdmin):
     actions = ("requeue_selected",)
 
     @admin.action(description="Requeue the selected jobs (fresh retries)")
-    def requeue_selected(self, request, queryset) -> None:
+    def requeue_selected(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         letters = list(queryset.filter(source=DeadLetter.Source.WORKER, envelope__isnull=False))
         skipped = queryset.count() - len(letters)
-        envelopes = [Envelope.from_dict(letter.envelope) for letter in letters]
+        envelopes = [Envelope.from_dict(letter.envelope) for letter in letters if letter.envelope]
         if envelopes:
             with transaction.atomic():
                 now = timezone.now()

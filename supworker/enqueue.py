@@ -12,11 +12,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import django_rq
 from django.conf import settings
 from redis import Redis, WatchError
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
@@ -114,7 +116,7 @@ def enqueue(connection: Redis, submissions: list[Submission], queue_of: dict[str
     )
 
 
-def create_jobs(queue: Queue, job_datas: list[EnqueueData], **overrides) -> list[Job]:
+def create_jobs(queue: Queue, job_datas: list[EnqueueData], **overrides: Any) -> list[Job]:
     """Job objects from prepared data, for scheduling or for a registry instead of the queue."""
     return [
         queue.create_job(
@@ -158,7 +160,7 @@ def requeue(connection: Redis, envelopes: list[Envelope]) -> int:
     return jobs
 
 
-def _enqueue_batches(connection: Redis, pipe, by_queue: dict[str, list[Envelope]]) -> int:
+def _enqueue_batches(connection: Redis, pipe: Pipeline, by_queue: dict[str, list[Envelope]]) -> int:
     """Add the RQ jobs for each queue's envelopes to `pipe`; return how many jobs."""
     jobs = 0
     for queue_name, envelopes in by_queue.items():

@@ -6,6 +6,7 @@ configuration, each variable named, instead of one error per restart.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Mapping
 from typing import TypeVar
@@ -45,6 +46,8 @@ class EnvReader:
                 return name, value.strip()
         return names[0], None
 
+    # Each reader is named after the type it returns, which hides that built-in type inside the
+    # class: the annotations below name it as builtins.str.
     def str(self, *names: str, default: str = "", required: bool = False) -> str:
         name, value = self.raw(*names)
         if value is None:
@@ -53,7 +56,7 @@ class EnvReader:
             return default
         return value
 
-    def int(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
         _, value = self.raw(name)
         if value is None:
             return default
@@ -68,7 +71,7 @@ class EnvReader:
             return default
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         _, value = self.raw(name)
         if value is None:
             return default
@@ -80,7 +83,7 @@ class EnvReader:
         self.fail(name, f"must be true or false, got {value!r}")
         return default
 
-    def choice(self, *names: str, choices: Mapping[str, T], default: T) -> T:
+    def choice(self, *names: builtins.str, choices: Mapping[builtins.str, T], default: T) -> T:
         """A value from a fixed vocabulary; `choices` maps accepted spellings (lower case) to values."""
         name, value = self.raw(*names)
         if value is None:
@@ -91,7 +94,7 @@ class EnvReader:
             return default
         return choices[value.lower()]
 
-    def url(self, *names: str, schemes: tuple[str, ...], default: str = "") -> str:
+    def url(self, *names: builtins.str, schemes: tuple[builtins.str, ...], default: builtins.str = "") -> builtins.str:
         name, value = self.raw(*names)
         if value is None:
             return default
@@ -109,13 +112,13 @@ class EnvReader:
             return default
         return value
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def list(self, name: builtins.str, default: list[builtins.str]) -> list[builtins.str]:
         _, value = self.raw(name)
         if value is None:
             return default
         return [item.strip() for item in value.split(",") if item.strip()]
 
-    def email(self, *names: str, default: str = "") -> str:
+    def email(self, *names: builtins.str, default: builtins.str = "") -> builtins.str:
         name, value = self.raw(*names)
         if value is None:
             return default
@@ -127,7 +130,7 @@ class EnvReader:
             return default
         return value
 
-    def phone(self, name: str) -> str:
+    def phone(self, name: builtins.str) -> builtins.str:
         _, value = self.raw(name)
         if value is None:
             return ""
@@ -136,7 +139,7 @@ class EnvReader:
             return ""
         return value
 
-    def name(self, name: str, default: str) -> str:
+    def name(self, name: builtins.str, default: builtins.str) -> builtins.str:
         """An AMQP exchange or queue name: printable, no spaces, at most 255 bytes."""
         _, value = self.raw(name)
         if value is None:
@@ -146,7 +149,7 @@ class EnvReader:
             return default
         return value
 
-    def together(self, *names: str) -> None:
+    def together(self, *names: builtins.str) -> None:
         """These variables only make sense as a set: all of them or none."""
         present = [name for name in names if self.raw(name)[1] is not None]
         if present and len(present) != len(names):

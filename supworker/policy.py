@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -37,9 +38,9 @@ class JobPolicy:
 
 MAX_BATCH_TIMEOUT = 600
 
-_MEDIA = {"queue": "media", "high_queue": "media_high"}
-_NOTIFY = {"queue": "notifications", "high_queue": "notifications_high"}
-_CLEANUP = {"queue": "cleanup", "high_queue": "cleanup", "priority": 0, "timeout": 120}
+_MEDIA: dict[str, Any] = {"queue": "media", "high_queue": "media_high"}
+_NOTIFY: dict[str, Any] = {"queue": "notifications", "high_queue": "notifications_high"}
+_CLEANUP: dict[str, Any] = {"queue": "cleanup", "high_queue": "cleanup", "priority": 0, "timeout": 120}
 CLEANUP_TYPES = ("stories", "sessions", "messages", "temp_files", "prekeys", "orphaned_media")
 # Run by the cron table only; publishers cannot ask for them. VACUUM cannot be split into
 # short steps, so maintenance gets a long timeout.

@@ -38,6 +38,8 @@ def run_batch(items: list[dict]) -> dict[str, int]:
     # one job to the next: drop it if it broke, and have it health-checked before its first use.
     close_old_connections()
     job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_batch is an RQ job function: it runs inside an RQ worker")
     queue = Queue(job.origin, connection=job.connection)
     envelopes = [Envelope.from_dict(item) for item in items]
     started = timezone.now()

@@ -78,7 +78,7 @@ class Worker(RQWorker):
             interval = min(job.timeout - working_time, interval)
         return int(max(interval, 0)) + self.heartbeat_margin
 
-    def work(self, *args, **kwargs) -> bool:
+    def work(self, *args: Any, **kwargs: Any) -> bool:
         prepare_worker()
         # Objects made so far live as long as the worker: keep the collector away from them, so a
         # horse's collections do not write to (and so copy) the memory pages it shares with us.

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
+from pika.spec import Basic
 from redis import Redis, RedisError
 
 from monitoring.shutdown import requested_since
@@ -180,6 +181,13 @@ class Consumer:
             self._flush()
         self._connection.close()
 
+    @staticmethod
+    def _open(channel: BlockingChannel | None) -> BlockingChannel:
+        """A channel of the current connection; only the consuming loop calls this, while connected."""
+        if channel is None:
+            raise RuntimeError("the consumer is not connected to RabbitMQ")
+        return channel
+
     def _present(self, sources: list[topology.Source]) -> list[topology.Source]:
         """The sources to consume: an adopted queue that does not exist is left out, and said so
         at every connection (nothing can be waiting in it; a misspelt name leaves the real queue
@@ -216,7 +224,14 @@ class Consumer:
             return
 
     # --- messages -------------------------------------------------------------------------
-    def _on_message(self, source, channel, method, properties, body) -> None:
+    def _on_message(
+        self,
+        source: topology.Source,
+        channel: BlockingChannel,
+        method: Basic.Deliver,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.append(
@@ -257,7 +272,7 @@ class Consumer:
         for delivery, reason in rejected:
             self._dead_letter(delivery, reason)
         result = enqueue(self.redis, submissions, queue_of) if submissions else None
-        self._channel.basic_ack(delivery_tag=deliveries[-1].tag, multiple=True)
+        self._open(self._channel).basic_ack(delivery_tag=deliveries[-1].tag, multiple=True)
         self._buffer = []
 
         self.stats.receivedMessages += len(deliveries)
@@ -295,7 +310,7 @@ class Consumer:
         )
         # Confirmed publish: if it does not reach RabbitMQ, this raises and nothing is acked. Secret
         # fields are sealed (the fixed message can be republished as is), other text masked.
-        self._dead_channel.basic_publish(
+        self._open(self._dead_channel).basic_publish(
             topology.dead_letter_exchange(),
             delivery.routing_key,
             dead_letter_body(delivery.body),
@@ -341,7 +356,8 @@ class Consumer:
         if first:
             self._received_at_heartbeat = self.stats.receivedMessages
             return
-        waiting = sum(self._channel.queue_declare(s.queue, passive=True).method.message_count for s in sources)
+        channel = self._open(self._channel)
+        waiting = sum(channel.queue_declare(s.queue, passive=True).method.message_count for s in sources)
         log.info("consumer health: %s, %d ready in RabbitMQ", self._stats_line(), waiting)
         if waiting and self.stats.receivedMessages == self._received_at_heartbeat and not self._buffer:
             log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -21,7 +22,7 @@ log = logging.getLogger("supworker.consumer")
 class Command(BaseCommand):
     help = "Consume jobs from RabbitMQ (sup_exchange and the OTP queue) and enqueue them on RQ."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         if not settings.CONFIG.worker:
             self._stay_idle()
             return

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pika.exceptions import AMQPError
 
 from supworker.rabbit.publisher import publish_job
@@ -19,13 +20,13 @@ from supworker.rabbit.publisher import publish_job
 class Command(BaseCommand):
     help = "Publish a job (JSON text, or @file) to sup_exchange with a routing key, or to the OTP queue."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "routing_key", help="e.g. media.image, notification.push, cleanup.stories, service_send_otp"
         )
         parser.add_argument("payload", help="the job as JSON, or @path to a file holding it")
 
-    def handle(self, *args, routing_key: str, payload: str, **options) -> None:
+    def handle(self, *args: Any, routing_key: str, payload: str, **options: Any) -> None:
         text = Path(payload[1:]).read_text() if payload.startswith("@") else payload
         try:
             body = json.loads(text)

@@ -9,6 +9,8 @@ RABBITMQ_URL and RABBITMQ_EXCHANGE, and without the management plugin.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pika.exceptions import AMQPError, ChannelClosedByBroker
@@ -25,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("queue", help="an existing queue (rabbitmqctl list_queues)")
         parser.add_argument("pattern", help="routing-key pattern, e.g. 'media.#' (quote it in the shell)")
 
-    def handle(self, *args, action: str, queue: str, pattern: str, **options) -> None:
+    def handle(self, *args: Any, action: str, queue: str, pattern: str, **options: Any) -> None:
         exchange = settings.CONFIG.rabbitmq_exchange
         try:
             connection = connect()

@@ -8,6 +8,9 @@ jobs waits for ever, so it runs unless --without-scheduler (RQ lets one worker p
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.core.management.base import CommandParser
 from django_rq.management.commands.rqworker import Command as RQWorkerCommand
 
 from supworker.management.worker_names import add_name_arguments, queues_to_work_on
@@ -19,7 +22,7 @@ class Command(RQWorkerCommand):
         "priority first) or on the queues named, with RQ's scheduler for retries."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         add_name_arguments(parser)
         parser.add_argument(
@@ -32,5 +35,5 @@ class Command(RQWorkerCommand):
         with_scheduler = parser._option_string_actions["--with-scheduler"]
         with_scheduler.help = "run RQ's scheduler: the default, accepted for older command lines"
 
-    def handle(self, *names: str, **options) -> None:
+    def handle(self, *names: str, **options: Any) -> None:
         super().handle(*queues_to_work_on(names, options), **options)

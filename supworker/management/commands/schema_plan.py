@@ -37,7 +37,8 @@ class Command(BaseCommand):
         if not plan:
             self.stdout.write("Nothing to change: every migration is applied.")
             return
-        state = executor._create_project_state(with_applied_migrations=True)
+        # The state `migrate` itself starts its plan from; Django offers it under this name only.
+        state = executor._create_project_state(with_applied_migrations=True)  # type: ignore[attr-defined]
         statements = 0
         for migration, _ in plan:
             mode = "" if migration.atomic else " (outside a transaction: each statement commits on its own)"
