@@ -33,7 +33,7 @@ MP3_BITRATE = {1: "64k", 2: "128k"}  # voice is mono; music keeps its stereo
 
 
 def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
-    info = probe_media(source, ffmpeg.AUDIO_DEMUXERS, deadline, "audio")
+    info = probe_media(source, AUDIO_CONTAINERS, deadline, "audio")
     if not info.container_is(*AUDIO_CONTAINERS):
         raise PermanentError(f"the container {info.container!r} is not an accepted audio format")
     if info.audio is None:
@@ -45,7 +45,7 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
     channels = 1 if info.audio.channels <= 1 else 2
     mp3_path, pcm_path = workdir / "audio.mp3", workdir / "waveform.pcm"
 
-    src = ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(ffmpeg.AUDIO_DEMUXERS))
+    src = ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(AUDIO_CONTAINERS))
     mp3 = ffmpeg_lib.output(
         src.audio,
         ffmpeg.input_url(mp3_path),
@@ -100,7 +100,7 @@ def waveform_output(src: Any, pcm_path: Path) -> Any:
 def waveform(source: Path, workdir: Path, deadline: Deadline) -> list[int]:
     """The waveform alone (used by the benchmark and for files already converted)."""
     pcm_path = workdir / "waveform.pcm"
-    src = ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(ffmpeg.AUDIO_DEMUXERS))
+    src = ffmpeg_lib.input(ffmpeg.input_url(source), **ffmpeg.input_options(AUDIO_CONTAINERS))
     args = ffmpeg.base_args() + ffmpeg_lib.compile(waveform_output(src, pcm_path), cmd=[])
     ffmpeg.run(args, deadline, "decoding the audio")
     return peaks(read_pcm(pcm_path))

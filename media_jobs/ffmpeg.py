@@ -34,12 +34,6 @@ FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
 STDERR_TAIL = 600  # characters of ffmpeg's complaint kept in a failure reason
 
-# The demuxer names ffmpeg registers for the containers of limits.py (a demuxer named
-# "mov,mp4,m4a,3gp,3g2,mj2" is matched by any one of its names).
-IMAGE_DEMUXERS = ("gif",)
-VIDEO_DEMUXERS = ("mov", "matroska", "avi", "mpegts")
-AUDIO_DEMUXERS = ("ogg", "matroska", "mov", "wav", "mp3", "flac", "aac", "amr")
-
 
 class FFmpegError(PermanentError):
     """ffmpeg could not read or convert the file: the file is at fault, retrying will not help."""
@@ -155,8 +149,3 @@ def base_args() -> list[str]:
 
 def _tail(message: str) -> str:
     return message if len(message) <= STDERR_TAIL else "…" + message[-STDERR_TAIL:]
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).split(": ", 1)[-1]
-    return text.splitlines()[-1] if text else text

@@ -25,8 +25,8 @@ from typing import Any, cast
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from media_jobs import ffmpeg, video
-from media_jobs.limits import MAX_ANIMATION_PIXELS, Deadline, MediaLimits
+from media_jobs import video
+from media_jobs.limits import ANIMATION_CONTAINERS, MAX_ANIMATION_PIXELS, Deadline, MediaLimits
 from media_jobs.outputs import Output, Processed
 from media_jobs.placeholders import blurhash_of
 from supworker.handlers import PermanentError
@@ -243,7 +243,7 @@ def gif_to_mp4(image: Image.Image, source: Path, workdir: Path, limits: MediaLim
     video.encode_h264(
         source,
         media_path,
-        ffmpeg.IMAGE_DEMUXERS,
+        ANIMATION_CONTAINERS,
         limits.image_max_edge,
         deadline,
         audio=False,

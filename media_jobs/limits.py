@@ -14,7 +14,9 @@ from django.conf import settings
 from supworker.handlers import PermanentError
 
 # What we accept, named as the ffprobe `format_name` of each demuxer. Everything else is
-# refused before any decoding, and ffmpeg is never allowed to open another demuxer.
+# refused before any decoding, and ffmpeg is never allowed to open another demuxer (these are
+# its -format_whitelist; a demuxer named "mov,mp4,m4a,3gp,3g2,mj2" is matched by any one name).
+ANIMATION_CONTAINERS = ("gif",)
 VIDEO_CONTAINERS = ("mov", "matroska", "avi", "mpegts")
 AUDIO_CONTAINERS = ("ogg", "matroska", "mov", "wav", "mp3", "flac", "aac", "amr")
 MAX_VIDEO_LONG_EDGE = 4096  # "4K": 4096x2160 (DCI) and 3840x2160 (UHD), either way round

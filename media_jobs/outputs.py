@@ -19,6 +19,3 @@ class Output:
 class Processed:
     outputs: list[Output]
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    def output(self, role: str) -> Output | None:
-        return next((o for o in self.outputs if o.role == role), None)

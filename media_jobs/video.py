@@ -43,7 +43,7 @@ POSTER_QUALITY = 3  # mjpeg qscale: 2 (best) to 31
 
 
 def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
-    info = probe_media(source, ffmpeg.VIDEO_DEMUXERS, deadline, "video")
+    info = probe_media(source, VIDEO_CONTAINERS, deadline, "video")
     check(info, limits)
     media_path, poster_path = workdir / "video.mp4", workdir / "poster.jpg"
     passthrough = can_pass_through(info, limits)
@@ -159,7 +159,7 @@ def _scale(stream: Any, max_edge: int) -> Any:
 
 def transcode_args(source: Path, target: Path, poster: Path, info: MediaInfo, limits: MediaLimits) -> list[str]:
     """One ffmpeg run: the H.264 MP4 and, from the same decoded frames, the poster."""
-    src = _input(source, ffmpeg.VIDEO_DEMUXERS)
+    src = _input(source, VIDEO_CONTAINERS)
     scaled = _scale(src.video, limits.video_max_edge).filter("format", "yuv420p").split()
     streams = [scaled[0], src.audio] if info.audio else [scaled[0]]
     options = X264 | (AAC if info.audio else {"an": None}) | CLEAN | {"sn": None, "dn": None}
@@ -172,7 +172,7 @@ def transcode_args(source: Path, target: Path, poster: Path, info: MediaInfo, li
 
 
 def passthrough_args(source: Path, target: Path, info: MediaInfo) -> list[str]:
-    src = _input(source, ffmpeg.VIDEO_DEMUXERS)
+    src = _input(source, VIDEO_CONTAINERS)
     streams = [src.video, src.audio] if info.audio else [src.video]
     options = {"c": "copy"} | CLEAN | {"sn": None, "dn": None}
     return _compile(ffmpeg_lib.output(*streams, ffmpeg.input_url(target), **options))
@@ -181,7 +181,7 @@ def passthrough_args(source: Path, target: Path, info: MediaInfo) -> list[str]:
 def poster_args(source: Path, poster: Path, max_edge: int) -> list[str]:
     # One decoding thread: frame threading would decode several frames before the first comes out.
     src = ffmpeg_lib.input(
-        ffmpeg.input_url(source), threads=1, **ffmpeg.input_options(ffmpeg.VIDEO_DEMUXERS, VIDEO_MAX_PIXELS)
+        ffmpeg.input_url(source), threads=1, **ffmpeg.input_options(VIDEO_CONTAINERS, VIDEO_MAX_PIXELS)
     )
     still = ffmpeg_lib.output(
         _scale(src.video, max_edge), ffmpeg.input_url(poster), vframes=1, **{"q:v": POSTER_QUALITY}

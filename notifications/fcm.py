@@ -32,7 +32,6 @@ from urllib3.util.retry import Retry
 
 from notifications.curl_adapter import CurlAdapter
 
-GOOGLE_ENDPOINT = "https://fcm.googleapis.com"
 # The SDK's own adapter retries 500/503 up to 4 times, sleeping for the whole Retry-After
 # inside the worker. Retries belong to the runner (backoff, jitter, Retry-After, dead letters):
 # keep only one retry of a connection that failed before the request went out.

@@ -204,11 +204,6 @@ def _write_outcomes(results: list[tuple[uuid.UUID, bool, str, str]]) -> None:
         )
 
 
-def previous(job_id: str) -> list[Notification]:
-    """The log rows of a job, for tests and operators."""
-    return list(Notification.objects.filter(job_id=job_id).order_by("created_at"))
-
-
 def settled(keys: list[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
     """The current `success` of rows that could not be claimed: True sent, None still in flight."""
     if not keys:
