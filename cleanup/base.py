@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from supworker.handlers import PermanentError
 
-log = logging.getLogger("supworker.cleanup")
+log = logging.getLogger(__name__)
 _DURATION_RE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

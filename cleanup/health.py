@@ -8,7 +8,7 @@ from cleanup.base import Cleanup, Run
 from cleanup.models import HealthCheckResult
 from monitoring.checks import run_checks
 
-log = logging.getLogger("supworker.health")
+log = logging.getLogger(__name__)
 
 
 class Health(Cleanup):

@@ -33,7 +33,7 @@ from supworker.handlers import PermanentError
 from supworker.payloads import MediaJob, describe_errors
 from supworker.policy import POLICIES
 
-log = logging.getLogger("media_jobs")
+log = logging.getLogger(__name__)
 
 Processor = Callable[[Path, Path, MediaLimits, Deadline], Processed]
 

@@ -35,7 +35,7 @@ from django.db import connection
 from notifications.push import token_reference
 from supworker.envelope import Envelope
 
-logger = logging.getLogger("notifications.devices")
+logger = logging.getLogger(__name__)
 
 _INSERT = """
     INSERT INTO fcm_devices AS d (registration_id, user_id, type, device_id, active, changed_at, date_created)

@@ -31,7 +31,7 @@ from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 from supworker.masking import HIDDEN, mask_email
 
-logger = logging.getLogger("notifications.email")
+logger = logging.getLogger(__name__)
 # OTP jobs carry no user id: the log keys them by a stable pseudonym of the address instead.
 OTP_USER_NAMESPACE = uuid.UUID("6f1d8a4e-2c1b-4d5e-9a3f-0b7c6e5d4a31")
 RATE_LIMITED_RETRY_AFTER = 1.0

@@ -52,7 +52,7 @@ from supworker.envelope import Envelope
 from supworker.handlers import Outcome, TransientError
 from supworker.masking import mask_text
 
-logger = logging.getLogger("supworker.notifications")
+logger = logging.getLogger(__name__)
 # Long enough for a PostgreSQL restart or failover, well within any batch's RQ timeout.
 RECORD_PATIENCE_SECONDS = 20.0
 # A claim older than this with no outcome belongs to a worker that died: far beyond the 30 s item timeout.

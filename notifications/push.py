@@ -40,7 +40,7 @@ from notifications.models import Device
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 
-logger = logging.getLogger("notifications.push")
+logger = logging.getLogger(__name__)
 
 QUOTA_MIN_RETRY_AFTER = 60.0
 

@@ -24,7 +24,7 @@ from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 from supworker.masking import mask_phone
 
-logger = logging.getLogger("notifications.sms")
+logger = logging.getLogger(__name__)
 CODE_KINDS = {"otp", "2fa"}
 TEXTS = {
     "otp": "{brand}: {code} is your verification code. It expires in {minutes} min. Never share it.",

@@ -32,7 +32,7 @@ from django.utils.module_loading import autodiscover_modules
 from supworker.envelope import Envelope
 from supworker.masking import mask_text
 
-logger = logging.getLogger("supworker.handlers")
+logger = logging.getLogger(__name__)
 
 
 class PermanentError(Exception):

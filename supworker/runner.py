@@ -30,7 +30,7 @@ from supworker.models.job_records import JobStatus
 from supworker.policy import retry_delay
 from supworker.stats import count_outcomes, observe_duration
 
-log = logging.getLogger("supworker.runner")
+log = logging.getLogger(__name__)
 
 
 def run_batch(items: list[dict]) -> dict[str, int]:

@@ -174,7 +174,7 @@ def test_manage_py_cleanup_on_a_terminal_draws_a_bar_with_its_total_and_an_eta(r
     assert "5/5" in screen
     assert re.search(r"eta (-:--:--|\d+:\d\d:\d\d)", screen), screen
     # The log line is printed above the bar, from the start of a line, not into it.
-    assert re.search(r"[\r\n][-\d]+ [:,\d]+ INFO +supworker.cleanup: cleanup sessions: \{", screen), screen
+    assert re.search(r"[\r\n][-\d]+ [:,\d]+ INFO +cleanup\.base: cleanup sessions: \{", screen), screen
     assert "batch 1:" not in screen, "no plain lines on a terminal"
 
     dry = run_manage_on_a_terminal("cleanup", "sessions", "--dry-run", env=subprocess_env({}))[1]

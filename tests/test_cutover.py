@@ -274,7 +274,7 @@ def test_an_adopted_queue_that_does_not_exist_is_named_and_the_others_are_consum
     settings.CONFIG = dataclasses.replace(
         settings.CONFIG, rabbitmq_adopt_queues={misspelt: "media", existing: "notification"}
     )
-    caplog.set_level(logging.ERROR, logger="supworker.consumer")
+    caplog.set_level(logging.ERROR, logger="supworker.rabbit.consumer")
     consumer = Consumer(redis=redis_conn, name="adopting")
     thread = start_in_thread(consumer)
     try:

@@ -194,7 +194,7 @@ def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
     from tests.ingest_fixtures import start_in_thread
 
     settings.CONFIG = dataclasses.replace(settings.CONFIG, heartbeat_interval_ms=1000)
-    caplog.set_level(logging.INFO, logger="supworker.consumer")
+    caplog.set_level(logging.INFO, logger="supworker.rabbit.consumer")
     consumer = Consumer(redis=redis_conn, name="health-check")
     thread = start_in_thread(consumer)
     try:

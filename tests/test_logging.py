@@ -24,7 +24,7 @@ def test_a_job_s_log_lines_carry_its_id_queue_and_type(redis_conn, tmp_path):
 
     lines = [json.loads(line) for line in (tmp_path / "combined.log").read_text().splitlines()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-    during_job = [line for line in lines if line["logger"] == "supworker.cleanup"]
+    during_job = [line for line in lines if line["logger"] == "cleanup.base"]
     assert during_job, "the cleanup logs its summary"
     for line in during_job:
         assert line["queue"] == "cleanup" and line["job_type"] == "cleanup.health" and line["job_id"]

@@ -46,7 +46,7 @@ from supworker.policy import POLICIES
 from supworker.rabbit import topology
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
 
-log = logging.getLogger("supworker.consumer")
+log = logging.getLogger(__name__)
 
 # A message without a jobId is recognised on redelivery by a fingerprint of its body, kept
 # this long: identical anonymous messages within the window count as one job.

@@ -9,7 +9,7 @@ from django_rq.management.commands.rqscheduler import Command as RQSchedulerComm
 
 from cleanup.schedule import register
 
-log = logging.getLogger("supworker.cron")
+log = logging.getLogger(__name__)
 
 
 class Command(RQSchedulerCommand):

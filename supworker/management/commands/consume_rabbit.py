@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand
 
 from supworker.rabbit.consumer import Consumer
 
-log = logging.getLogger("supworker.consumer")
+log = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
