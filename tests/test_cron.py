@@ -24,7 +24,7 @@ from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.models import JobRun, UserSession
 from tests.helpers import run_manage, run_manage_on_a_terminal, start_manage, stop, wait_for
-from tests.ingest_fixtures import subprocess_env
+from tests.ingest_fixtures import free_port, subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BAR = "━"  # what rich draws a progress bar with
@@ -161,6 +161,17 @@ def test_manage_py_cleanup_prints_a_summary_and_records_the_run(redis_conn):
     assert record.status == "succeeded" and record.result["counts"] == {"sessions_removed": 3}
     bad = run_manage("cleanup", "sessions", "--older-than", "soon", env=env)
     assert bad.returncode == 1 and "'soon' is not a duration" in bad.stderr
+
+
+def test_a_manage_py_cleanup_that_raises_exits_non_zero_and_records_the_run_as_failed(redis_conn):
+    # Media in S3 at an address where nothing listens: listing the bucket raises.
+    store = {"AWS_S3_BUCKET": "media", "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    keys = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+    process = run_manage("cleanup", "orphaned_media", env=subprocess_env(store | keys))
+    assert process.returncode == 1 and "cleanup orphaned_media failed: EndpointConnectionError" in process.stderr
+    record = JobRun.objects.get(job_id__startswith="cli:orphaned_media:")
+    assert record.status == "failed" and record.error.startswith("EndpointConnectionError: ")
+    assert record.finished_at is not None and "Traceback" in record.traceback
 
 
 def test_manage_py_cleanup_on_a_terminal_draws_a_bar_with_its_total_and_an_eta(redis_conn):

@@ -40,8 +40,15 @@ class Command(BaseCommand):
         envelope = Envelope(job_id=f"cli:{name}:{timezone.now():%Y%m%dT%H%M%S}", job_type=f"cleanup.{name}", payload={})
         started = timezone.now()
         records.start([envelope], "manage.py", "")
-        with progress.reporter() as report:
-            summary = CLEANUPS[name](run_options, progress=report)
+        try:
+            with progress.reporter() as report:
+                summary = CLEANUPS[name](run_options, progress=report)
+        except BaseException as exc:  # Ctrl-C too: the record must not stay `running`
+            failure = Outcome.failure(envelope, exc)  # its error masked, as stored and logged
+            records.finish([failure], {envelope.job_id: JobStatus.FAILED}, started)
+            if not isinstance(exc, Exception):
+                raise
+            raise CommandError(f"cleanup {name} failed: {failure.error}") from exc
         records.finish([Outcome.success(envelope, summary)], {envelope.job_id: JobStatus.SUCCEEDED}, started)
         self._print_summary(summary)
 
