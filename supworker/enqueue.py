@@ -26,6 +26,7 @@ from rq.queue import EnqueueData
 
 from supworker.envelope import Envelope
 from supworker.policy import POLICIES, retry_delay
+from supworker.queues import QUEUES
 
 SEEN_PREFIX = "supworker:seen:"
 RUN_BATCH = "supworker.runner.run_batch"
@@ -143,7 +144,7 @@ def redis_connection() -> Redis:
     (supworker.queues.REDIS_RETRY); this one is for health checks, counters, rate limits and
     the shutdown flag, which must answer at once, and for jobs, whose errors are retried.
     """
-    connection = django_rq.get_connection(POLICIES["media.image"].queue)
+    connection = django_rq.get_connection(QUEUES[0].name)  # every queue is on the same Redis
     connection.set_retry(RedisRetry(NoBackoff(), 0))
     return connection
 

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from traceback import format_exception
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 
 from supworker.envelope import Envelope
 from supworker.masking import mask_text
+from supworker.policy import POLICIES
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,16 @@ _HANDLERS: dict[str, BatchHandler] = {}
 _discovered = False
 
 
+def _declared(job_type: str) -> str:
+    """A handler for a job type with no policy would never be given a job: refuse it at start-up."""
+    if job_type not in POLICIES:
+        raise ImproperlyConfigured(f"a handler for {job_type!r}, which has no policy in supworker/policy.py")
+    return job_type
+
+
 def handles_batch(job_type: str) -> Callable[[BatchHandler], BatchHandler]:
+    _declared(job_type)
+
     def register(fn: BatchHandler) -> BatchHandler:
         _HANDLERS[job_type] = fn
         return fn
@@ -99,6 +110,7 @@ def handles_batch(job_type: str) -> Callable[[BatchHandler], BatchHandler]:
 
 def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[Envelope], Any]]:
     """Register a one-item handler; the runner calls it for each item of a batch."""
+    _declared(job_type)
 
     def register(fn: Callable[[Envelope], Any]) -> Callable[[Envelope], Any]:
         def each(envelopes: list[Envelope]) -> list[Outcome]:

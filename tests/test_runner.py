@@ -35,6 +35,10 @@ def test_job_types(monkeypatch, rabbit_names):
     """Job types whose behaviour each test chooses, registered like a domain app's jobs.py does."""
     calls.clear()
     failures_left.clear()
+    # Registrations last for this test only: the table (every app's handlers loaded first) is
+    # restored whole afterwards.
+    handlers.load_handlers()
+    monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
     for name in ("test.item", "test.batch"):
         monkeypatch.setitem(
             policy.POLICIES,
@@ -54,9 +58,6 @@ def test_job_types(monkeypatch, rabbit_names):
         if behaviour == "down":
             raise ConnectionError("connection refused")
         return {"done": envelope.job_id}
-
-    yield
-    monkeypatch.delitem(handlers._HANDLERS, "test.item")
 
 
 def submit(redis_conn, *specs: tuple[str, str], job_type: str = "test.item", **payload) -> list[Envelope]:
