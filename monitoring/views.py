@@ -17,8 +17,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from monitoring import health, job_stats, lms, queues, shutdown, system
+from monitoring import health, job_stats, lms, queues, system
 from monitoring.prometheus import SupworkerCollector
+from supworker import shutdown
 
 _REGISTRY = CollectorRegistry(auto_describe=False)
 _REGISTRY.register(SupworkerCollector())

@@ -19,7 +19,7 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from redis import Redis
 
-from monitoring.shutdown import SHUTDOWN_KEY
+from supworker.shutdown import SHUTDOWN_KEY
 from tests.testenv import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)

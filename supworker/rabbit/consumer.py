@@ -36,7 +36,6 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic
 from redis import Redis, RedisError
 
-from monitoring.shutdown import requested_since
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.masking import dead_letter_body, mask_payload
@@ -44,6 +43,7 @@ from supworker.models import DeadLetter
 from supworker.payloads import InvalidMessage, parse_message, usable_message_id
 from supworker.policy import POLICIES
 from supworker.rabbit import topology
+from supworker.shutdown import requested_since
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
 
 log = logging.getLogger(__name__)
