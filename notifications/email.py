@@ -7,7 +7,7 @@ sender) fails the item for good; 4xx answers and network errors are retried by t
 
 Each outcome is recorded as soon as the server answers, and each message's Message-ID is
 derived from its job id and address (`message_id`): a worker killed mid-batch resends only
-the message whose answer it was waiting for, under the same Message-ID (notifications/log.py).
+the message whose answer it was waiting for, under the same Message-ID (notifications/ledger.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from email.utils import parseaddr
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from notifications import log
+from notifications import ledger
 from notifications.rate_limit import Allowance, RateLimiter
 from notifications.rendering import RenderedEmail, render
 from supworker.enqueue import redis_connection
@@ -43,7 +43,7 @@ class Composed:
 
     to: str
     rendered: RenderedEmail
-    delivery: log.Delivery
+    delivery: ledger.Delivery
     secret: str = ""  # an OTP code: never in an error about this e-mail (a server may quote the message)
 
 
@@ -52,7 +52,7 @@ def compose_notification(envelope: Envelope) -> Composed:
     rendered = render(
         "notification", {"title": payload["title"], "body": payload["body"], "data": payload.get("data") or {}}
     )
-    delivery = log.Delivery(
+    delivery = ledger.Delivery(
         job_id=envelope.job_id,
         user_id=str(payload["userId"]),
         type="email",
@@ -74,7 +74,7 @@ def compose_otp(envelope: Envelope) -> Composed:
     }
     rendered = render("otp", context)
     # The code is never stored: the log keeps the subject and a body that says it was withheld.
-    delivery = log.Delivery(
+    delivery = ledger.Delivery(
         job_id=envelope.job_id,
         user_id=str(uuid.uuid5(OTP_USER_NAMESPACE, address.lower())),
         type="email",
@@ -119,7 +119,7 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
             logger.exception("could not compose e-mail for job %s", envelope.job_id)
             outcomes[envelope.job_id] = Outcome.failure(envelope, PermanentError(f"cannot compose: {exc}"))
 
-    claims = log.claim_batch([c.delivery for _, c in composed])
+    claims = ledger.claim_batch([c.delivery for _, c in composed])
     to_send: list[tuple[Envelope, Composed, uuid.UUID]] = []
     for envelope, item in composed:
         key = (item.delivery.job_id, item.delivery.recipient)
@@ -147,17 +147,17 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
             except Exception as exc:  # noqa: BLE001 - every failure becomes the item's outcome
                 error = withheld(classify(exc), item.secret)
                 logger.warning("e-mail to %s failed: %s", item.delivery.recipient, error)
-                log.record([(row_id, False, f"{type(error).__name__}: {error}", "")])
+                ledger.record([(row_id, False, f"{type(error).__name__}: {error}", "")])
                 outcomes[envelope.job_id] = Outcome.failure(envelope, error)
                 connection.close()  # a broken session must not poison the next item: reopened above
                 continue
             sent_id = message.extra_headers["Message-ID"]
             # At once: a worker killed later in the batch never sends this one again.
-            log.record([(row_id, True, "", sent_id)])
+            ledger.record([(row_id, True, "", sent_id)])
             outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": sent_id})
     finally:
         connection.close()
-        log.record(not_sent)
+        ledger.record(not_sent)
     return [outcomes[e.job_id] for e in envelopes]
 
 

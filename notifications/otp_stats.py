@@ -13,7 +13,7 @@ The names and meanings are the LMS worker's:
 Every notification worker adds to the same hash, so the numbers are the whole service's.
 They are counted once the runner has recorded each item's outcome (`on_settled`, registered in
 notifications/jobs.py): an e-mail sent by a worker that died before recording it is counted by
-the item's next run, which finds it sent (notifications/log.py).
+the item's next run, which finds it sent (notifications/ledger.py).
 """
 
 from __future__ import annotations

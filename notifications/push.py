@@ -5,7 +5,7 @@ A job goes to its `fcmToken`, or to every active device of `userId` (or of each 
 `userIds`, a multicast). Each (job, device) pair is claimed in the notification log before
 sending, so a redelivered job sends nothing twice; its outcome is recorded as soon as FCM
 answers, so a worker killed mid-batch resends only the pushes FCM had not answered yet (see
-notifications/log.py). Those carry the same deduplication key as their first send (`dedupe_key`,
+notifications/ledger.py). Those carry the same deduplication key as their first send (`dedupe_key`,
 from the job id): iOS shows them once (apns-collapse-id), Android and browsers replace the
 first notification with the second (notification tag; Web Push Topic for one still queued).
 Android's `collapse_key` is not used: FCM keeps at most four collapse keys per device while
@@ -35,7 +35,7 @@ import google.auth.exceptions
 from django.conf import settings
 from firebase_admin import exceptions, messaging
 
-from notifications import fcm, log
+from notifications import fcm, ledger
 from notifications.models import Device
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
@@ -57,7 +57,7 @@ class Target:
 
     envelope: Envelope
     token: str
-    delivery: log.Delivery
+    delivery: ledger.Delivery
     row_id: Any = None
 
 
@@ -139,7 +139,7 @@ def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, 
         else:
             pairs = [(u, token) for u in _user_ids(envelope) for token in dict.fromkeys(devices[u])]
         for user_id, token in pairs:
-            delivery = log.Delivery(
+            delivery = ledger.Delivery(
                 job_id=envelope.job_id,
                 user_id=user_id,
                 type="push",
@@ -210,7 +210,7 @@ def _retry_after(error: exceptions.FirebaseError) -> float | None:
 def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     targets, states = resolve_targets(envelopes)
     _log_users_without_devices([e for e in envelopes if not states[e.job_id].targets])
-    claims = log.claim_batch([t.delivery for t in targets])
+    claims = ledger.claim_batch([t.delivery for t in targets])
     to_send: list[Target] = []
     for target in targets:
         key = (target.delivery.job_id, target.delivery.recipient)
@@ -221,7 +221,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
         elif key in claims.sent_earlier:
             state.sent += 1  # sent by an earlier delivery of this job
         else:
-            state.retry.append(("another worker is sending this push", log.IN_FLIGHT_RETRY_AFTER))
+            state.retry.append(("another worker is sending this push", ledger.IN_FLIGHT_RETRY_AFTER))
 
     if to_send:
         try:
@@ -253,7 +253,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                     state.refused.append(reason)
                 else:
                     state.retry.append((reason, failure.retry_after))
-            log.record(rows)  # at once: a push whose answer is recorded is never sent again
+            ledger.record(rows)  # at once: a push whose answer is recorded is never sent again
         if dead_tokens:
             # fcm-django's deactivation: its device_deactivated signal fires when
             # FCM_DJANGO_SETTINGS["EMIT_DEVICE_DEACTIVATED_SIGNAL"] asks for it.
@@ -267,7 +267,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
 
 def _fail_all(to_send: list[Target], envelopes: list[Envelope], reason: str) -> list[Outcome]:
     """Nothing can be sent: the claimed pushes are recorded as failed and every job is retried."""
-    log.record([(t.row_id, False, reason, "") for t in to_send])
+    ledger.record([(t.row_id, False, reason, "") for t in to_send])
     return [Outcome.failure(e, TransientError(reason)) for e in envelopes]
 
 
@@ -278,12 +278,12 @@ def _log_users_without_devices(envelopes: list[Envelope]) -> None:
     """A log row (success false) per job whose users have no active device: nothing was sent,
     and an operator asking "did Bob get it?" finds why. Once per job, as every log row."""
     deliveries = [
-        log.Delivery(job_id=e.job_id, user_id=_user_ids(e)[0], type="push", recipient=NO_DEVICE,
+        ledger.Delivery(job_id=e.job_id, user_id=_user_ids(e)[0], type="push", recipient=NO_DEVICE,
                      title=e.payload.get("title") or "", body=e.payload.get("body") or "")
         for e in envelopes
     ]  # fmt: skip
-    rows = log.claim(deliveries)
-    log.record([(row_id, False, "no active device for the user", "") for row_id in rows.values()])
+    rows = ledger.claim(deliveries)
+    ledger.record([(row_id, False, "no active device for the user", "") for row_id in rows.values()])
 
 
 Answer = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)

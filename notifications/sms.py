@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 
-from notifications import log
+from notifications import ledger
 from notifications.rate_limit import Allowance, RateLimiter
 from notifications.rendering import brand_name
 from supworker.enqueue import redis_connection
@@ -41,7 +41,7 @@ class Sms:
     to: str
     text: str
     kind: str
-    delivery: log.Delivery
+    delivery: ledger.Delivery
 
 
 def compose(envelope: Envelope) -> Sms:
@@ -61,7 +61,7 @@ def compose(envelope: Envelope) -> Sms:
         title, body = payload.get("title") or "", payload.get("body") or ""
         text = f"{title}: {body}" if title and body else title or body
         logged_body = body
-    delivery = log.Delivery(
+    delivery = ledger.Delivery(
         job_id=envelope.job_id,
         user_id=str(payload["userId"]),
         type="sms",
@@ -139,7 +139,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                 envelope, exc if isinstance(exc, PermanentError) else PermanentError(str(exc))
             )
 
-    claims = log.claim_batch([s.delivery for _, s in composed])
+    claims = ledger.claim_batch([s.delivery for _, s in composed])
     allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.sms_rate_per_second))
     sender = backend()
     not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
@@ -158,13 +158,13 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
                 message_id = sender.send(sms)
             except (PermanentError, TransientError) as exc:
                 logger.warning("SMS to %s failed: %s", sms.delivery.recipient, exc)
-                log.record([(claims.rows[key], False, f"{type(exc).__name__}: {exc}", "")])
+                ledger.record([(claims.rows[key], False, f"{type(exc).__name__}: {exc}", "")])
                 outcomes[envelope.job_id] = Outcome.failure(envelope, exc)
                 continue
             # At once, as e-mail does: a worker killed later in the batch never sends this again.
-            log.record([(claims.rows[key], True, "", message_id)])
+            ledger.record([(claims.rows[key], True, "", message_id)])
             outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
     finally:
         sender.close()
-        log.record(not_sent)
+        ledger.record(not_sent)
     return [outcomes[e.job_id] for e in envelopes]

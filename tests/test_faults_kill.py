@@ -12,7 +12,7 @@ Two ways to die, which RQ 3.0 handles differently (supworker/worker.py explains 
 What a user would check afterwards: the message ends `ready` with its files under their fixed
 keys, one `media.processed` event, no scratch directory left behind; every push and e-mail
 arrives, and the only ones that arrive twice are those the provider had received but not
-yet answered when the worker died (notifications/log.py), each time with the same
+yet answered when the worker died (notifications/ledger.py), each time with the same
 deduplication key, so the recipient sees them once.
 """
 

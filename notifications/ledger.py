@@ -1,4 +1,5 @@
-"""The notification log: claim a row before sending, record the outcome after.
+"""The delivery ledger (the messenger's `notifications` table): claim a row before sending,
+record the outcome after.
 
 A row is unique per (job_id, recipient). Claiming inserts it with `success` NULL under
 ON CONFLICT DO NOTHING: only the worker whose insert went in may send, so a redelivered or
