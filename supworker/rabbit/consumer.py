@@ -155,7 +155,7 @@ class Consumer:
         tags = [self._channel.basic_consume(s.queue, partial(self._on_message, s)) for s in sources]
         log.info("consuming from %s", ", ".join(s.queue for s in sources))
         backoff.reset()
-        self._save_stats()  # monitoring sees a consumer at once, not at its first batch or heartbeat
+        self._save_stats(memory=True)  # monitoring sees a consumer at once, not at its first batch
         next_shutdown_check = 0.0
         while not self._stopping.is_set():
             if time.monotonic() >= next_shutdown_check:  # POST /shutdown asks through Redis
@@ -338,10 +338,12 @@ class Consumer:
             )
 
     # --- health ---------------------------------------------------------------------------
-    def _save_stats(self) -> None:
+    def _save_stats(self, memory: bool = False) -> None:
+        """Publish the statistics (after every batch); the memory at connecting and at heartbeats."""
         fields = {k: v for k, v in vars(self.stats).items()}
         fields.update({"pid": os.getpid(), "host": socket.gethostname(), "heartbeatAt": time.time()})
-        fields["memoryUsage"] = json.dumps(memory_usage(self._process))
+        if memory:
+            fields["memoryUsage"] = json.dumps(memory_usage(self._process))
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(CONSUMER_KEY + self.name, mapping=fields)
             pipe.expire(CONSUMER_KEY + self.name, 86400)
@@ -364,7 +366,7 @@ class Consumer:
                 "consumer looks stuck: %d messages wait and none was processed since the last heartbeat", waiting
             )
         self._received_at_heartbeat = self.stats.receivedMessages
-        self._save_stats()
+        self._save_stats(memory=True)
 
     def _stats_line(self) -> str:
         rss_mb = self._process.memory_info().rss / 2**20
