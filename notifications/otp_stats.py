@@ -10,10 +10,12 @@ The names and meanings are the LMS worker's:
 - `lastProcessedAt`: when an OTP e-mail was last delivered;
 - `lastError`: the last delivery error, address masked, code never in it (notifications/email.py).
 
-Every notification worker adds to the same hash, so the numbers are the whole service's.
-They are counted once the runner has recorded each item's outcome (`on_settled`, registered in
-notifications/jobs.py): an e-mail sent by a worker that died before recording it is counted by
-the item's next run, which finds it sent (notifications/ledger.py).
+The three counters are the runner's own outcome counts for `otp.email` (supworker.stats, the
+same numbers as `supworker_jobs_total{type="otp.email"}`), under the LMS worker's names; this
+module keeps what those counts lack: the start, the last delivery and the last error, written
+once the runner has recorded each item's outcome (`on_settled`, registered in
+notifications/jobs.py). Every notification worker writes the same keys, so the numbers are the
+whole service's.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any
 from redis import Redis
 
 from supworker.handlers import Settled
-from supworker.models.job_records import JobStatus
+from supworker.stats import JOB_STATS_KEY
 
 STATS_KEY = "supworker:stats:otp.email"
+JOB_TYPE = "otp.email"
 
 
 @dataclass(frozen=True)
@@ -44,21 +47,14 @@ class OtpStats:
 
 
 def record(connection: Redis, settled: list[Settled]) -> None:
-    """Count what became of a batch's OTP e-mails."""
+    """Note when a batch's OTP e-mails settled: the start, the last delivery, the last error."""
     if not settled:
         return
     now = time.time()
-    delivered = sum(item.outcome.ok for item in settled)
+    delivered = any(item.outcome.ok for item in settled)
     errors = [item for item in settled if not item.outcome.ok]
     with connection.pipeline(transaction=False) as pipe:
         pipe.hsetnx(STATS_KEY, "startTime", repr(now))
-        for field, number in (
-            ("processedJobs", delivered),
-            ("failedJobs", sum(item.status == JobStatus.FAILED for item in errors)),
-            ("retriedJobs", sum(item.status == JobStatus.RETRYING for item in errors)),
-        ):
-            if number:
-                pipe.hincrby(STATS_KEY, field, number)
         if delivered:
             pipe.hset(STATS_KEY, "lastProcessedAt", repr(now))
         if errors:
@@ -68,10 +64,14 @@ def record(connection: Redis, settled: list[Settled]) -> None:
 
 def read(connection: Redis) -> OtpStats:
     raw = {key.decode(): value.decode() for key, value in connection.hgetall(STATS_KEY).items()}
+    delivered, failed, retried = (
+        int(value or 0)
+        for value in connection.hmget(JOB_STATS_KEY, *(f"{JOB_TYPE}:{o}" for o in ("succeeded", "failed", "retried")))
+    )
     return OtpStats(
-        processedJobs=int(raw.get("processedJobs", 0)),
-        failedJobs=int(raw.get("failedJobs", 0)),
-        retriedJobs=int(raw.get("retriedJobs", 0)),
+        processedJobs=delivered,
+        failedJobs=failed,
+        retriedJobs=retried,
         startTime=float(raw["startTime"]) if "startTime" in raw else None,
         lastProcessedAt=float(raw["lastProcessedAt"]) if "lastProcessedAt" in raw else None,
         lastError=json.loads(raw["lastError"]) if "lastError" in raw else None,

@@ -10,7 +10,7 @@ of their own, so RQ's "requeue" runs exactly them again.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -147,6 +147,11 @@ def give_up(job: Job, reason: str) -> None:
         for envelope, outcome in zip(unfinished, outcomes, strict=True):
             records.dead_letter(envelope, outcome.error)
         report_settled([Settled(e, o, JobStatus.FAILED) for e, o in zip(unfinished, outcomes, strict=True)])
+        # Counted as the runner counts the items it settles itself (run_batch).
+        with job.connection.pipeline(transaction=False) as pipe:
+            for job_type, number in Counter(e.job_type for e in unfinished).items():
+                count_outcomes(pipe, job_type, failed=number)
+            pipe.execute()
     except Exception:  # PostgreSQL may be what failed: the batch stays in RQ's failed registry
         log.exception("could not record the items of failed batch %s", job.id)
         return

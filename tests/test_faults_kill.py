@@ -37,6 +37,7 @@ from rq.registry import StartedJobRegistry
 
 from notifications.models import Notification
 from supworker.models import DeadLetter, JobRun
+from supworker.stats import job_counts
 from tests.helpers import start_manage, stop, wait_for
 from tests.ingest_fixtures import subprocess_env
 from tests.media_files import large_video, stored_path
@@ -311,6 +312,8 @@ def test_a_batch_whose_worker_dies_on_its_last_try_is_dead_lettered(
     assert reason in dead.error and dead.source == "worker"
     run = JobRun.objects.get(job_id=job.job_id)
     assert run.status == "failed" and reason in run.error
+    # Counted where every settled item is (/metrics, the dashboard, the LMS statistics).
+    assert job_counts(redis_conn).get("notification.email:failed") == 1
     assert worker.poll() is None, "the worker lives on"
 
 
