@@ -25,8 +25,8 @@ from rq import Queue
 from rq.job import Job
 
 from bench.table import Table
+from supworker import jobtypes
 from supworker.config import Config
-from supworker.policy import POLICIES
 
 MESSAGES = 20_000
 BATCH = 500  # the bare loop's prefetch window and enqueue batch (the consumer's default prefetch)
@@ -295,7 +295,7 @@ def _table(supworker: Drain, ceiling: Drain, rq_jobs: int) -> Table:
         f" ≥ {TARGET_SHARE} of the ceiling {'met' if share >= TARGET_SHARE else 'NOT met'}"
     )
     table.notes.append(
-        f"supworker made {rq_jobs:,} RQ jobs (micro-batches of up to {POLICIES[ROUTING_KEY].batch_size});"
+        f"supworker made {rq_jobs:,} RQ jobs (micro-batches of up to {jobtypes.job_type(ROUTING_KEY).batch_size});"
         f" the ceiling made {MESSAGES:,},"
         f" one per message. Timed from connecting to the last enqueue; publishing is not timed."
     )

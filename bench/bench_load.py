@@ -186,7 +186,7 @@ def _media_fixtures(db, media_root: Path, count: int) -> list[tuple[str, str]]:
 
 
 def _start(env: dict[str, str], work: Path) -> dict[str, list[subprocess.Popen]]:
-    from supworker.queues import WORKER_QUEUES
+    from supworker.queues import worker_queues
 
     def manage(name: str, *args: str) -> subprocess.Popen:
         log = open(work / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
@@ -195,7 +195,7 @@ def _start(env: dict[str, str], work: Path) -> dict[str, list[subprocess.Popen]]
 
     processes = {
         kind: [
-            manage(f"{kind}{n}", "rqworker", *WORKER_QUEUES[kind], "--with-scheduler", "--name", f"load-{kind}-{n}")
+            manage(f"{kind}{n}", "rqworker", *worker_queues([kind]), "--with-scheduler", "--name", f"load-{kind}-{n}")
             for n in range(count)
         ]
         for kind, count in WORKERS.items()

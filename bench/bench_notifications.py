@@ -38,10 +38,10 @@ from rq import Queue
 
 from bench.bench_ingest import _with_db
 from bench.table import Table
-from supworker.policy import POLICIES
+from supworker import jobtypes
 
-PUSH_BATCH = POLICIES["notification.push"].batch_size
-EMAIL_BATCH = POLICIES["notification.email"].batch_size
+PUSH_BATCH = jobtypes.job_type("notification.push").batch_size
+EMAIL_BATCH = jobtypes.job_type("notification.email").batch_size
 
 PUSHES = 10_000
 NAIVE_PUSHES = 300  # one forked RQ job each: the full 10,000 would take many minutes; the rate is what counts

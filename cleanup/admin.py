@@ -1,12 +1,11 @@
-import django_rq
 from django.conf import settings
 from django.contrib import admin
 from django.template.response import TemplateResponse
 
 from cleanup.models import CronTable, GlobalStatistics, HealthCheckResult, UserStatistics, WebsocketConnection
-from cleanup.schedule import next_runs
 from supworker.admin import ReadOnlyRecordAdmin
 from supworker.models import JobRun
+from supworker.schedule import next_runs, scheduler
 
 
 @admin.register(WebsocketConnection)
@@ -46,9 +45,9 @@ class CronTableAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         rows = []
-        for entry, when in next_runs(django_rq.get_scheduler("cleanup")):
+        for entry, when in next_runs(scheduler()):
             last = JobRun.objects.filter(job_id__startswith=f"cron:{entry.name}:").order_by("-enqueued_at").first()
             rows.append({"entry": entry, "next_run": when, "last_run": last})
-        disabled = [name for name, cron in settings.CONFIG.cleanup.cron.items() if cron == "off"]
+        disabled = [name for name, cron in settings.CONFIG.cron.items() if cron == "off"]
         context = self.admin_site.each_context(request) | {"rows": rows, "disabled": disabled, "title": "Cron table"}
         return TemplateResponse(request, "admin/cleanup/cron_table.html", context)

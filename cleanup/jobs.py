@@ -1,19 +1,17 @@
-"""RQ entry points: `cleanup.<name>` jobs, and the cron table's scheduled runs."""
+"""RQ entry points: `cleanup.<name>` jobs, one handler per cleanup in the registry."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from cleanup.base import Options
 from cleanup.registry import CLEANUPS
+from supworker import jobtypes, schedule
 from supworker.enqueue import Submission, enqueue, redis_connection
 from supworker.envelope import Envelope
 from supworker.handlers import handles
-from supworker.policy import POLICIES
-from supworker.runner import run_batch
 
 PART = ":part"
 
@@ -23,7 +21,7 @@ def continue_later(envelope: Envelope) -> str:
     root, _, number = envelope.job_id.partition(PART)
     job_id = f"{root}{PART}{int(number or 1) + 1}"
     follow_up = Envelope(job_id=job_id, job_type=envelope.job_type, payload=envelope.payload)
-    queue = POLICIES[envelope.job_type].queue
+    queue = jobtypes.job_type(envelope.job_type).queue
     enqueue(redis_connection(), [Submission(follow_up, f"id:{job_id}", settings.CONFIG.job_dedup_ttl)], {job_id: queue})
     return job_id
 
@@ -44,11 +42,5 @@ for _name in CLEANUPS:
 
 
 def run_scheduled(name: str) -> dict[str, int]:
-    """What a cron entry runs: the cleanup as a job of its own, one job id per tick.
-
-    Going through the runner gives a scheduled run the same job record, retries and dead
-    letters as any job; a tick run twice (two schedulers) is recognised by its job id.
-    """
-    tick = timezone.now().strftime("%Y%m%dT%H%M")
-    envelope = Envelope(job_id=f"cron:{name}:{tick}", job_type=f"cleanup.{name}", payload={"type": name})
-    return run_batch([envelope.to_dict()])
+    """What cron ticks enqueued before the cron table moved to supworker.schedule still call."""
+    return schedule.run_scheduled(name)

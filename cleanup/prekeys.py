@@ -12,9 +12,9 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup.base import Cleanup, Run, count
+from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue, redis_connection
 from supworker.envelope import Envelope
-from supworker.policy import POLICIES
 
 USED = "used_at < %s"
 # Users with an active push device whose unused stock is low, including those with none left.
@@ -60,7 +60,7 @@ class Prekeys(Cleanup):
         run.delete_all("user_prekeys", USED, [self.cutoff(run)], "used_at, id", "prekeys_removed")
         day = timezone.now().strftime("%Y-%m-%d")
         requests = [refill_request(user_id, unused, day) for user_id, unused in low]
-        queue = POLICIES["notification.push"].queue_for(None)
+        queue = jobtypes.job_type("notification.push").queue_for(None)
         for start in range(0, len(requests), 1000):
             chunk = requests[start : start + 1000]
             result = enqueue(

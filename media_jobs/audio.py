@@ -22,7 +22,8 @@ import ffmpeg as ffmpeg_lib
 import numpy as np
 
 from media_jobs import ffmpeg
-from media_jobs.limits import AUDIO_CONTAINERS, Deadline, MediaLimits
+from media_jobs.config import MediaConfig
+from media_jobs.limits import AUDIO_CONTAINERS, Deadline
 from media_jobs.outputs import Output, Processed
 from media_jobs.probe import probe_media
 from supworker.handlers import PermanentError
@@ -32,7 +33,7 @@ WAVEFORM_RATE = 8000
 MP3_BITRATE = {1: "64k", 2: "128k"}  # voice is mono; music keeps its stereo
 
 
-def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
+def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline) -> Processed:
     info = probe_media(source, AUDIO_CONTAINERS, deadline, "audio")
     if not info.container_is(*AUDIO_CONTAINERS):
         raise PermanentError(f"the container {info.container!r} is not an accepted audio format")

@@ -26,7 +26,8 @@ from typing import Any, cast
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from media_jobs import video
-from media_jobs.limits import ANIMATION_CONTAINERS, MAX_ANIMATION_PIXELS, Deadline, MediaLimits
+from media_jobs.config import MediaConfig
+from media_jobs.limits import ANIMATION_CONTAINERS, MAX_ANIMATION_PIXELS, Deadline
 from media_jobs.outputs import Output, Processed
 from media_jobs.placeholders import blurhash_of
 from supworker.handlers import PermanentError
@@ -41,7 +42,7 @@ PARALLEL_RESIZE_PIXELS = 2_000_000  # below this, threads cost more than they sa
 WEBP_QUALITY = 82
 
 
-def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
+def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline) -> Processed:
     try:
         image = Image.open(source, formats=ACCEPTED)
     except UnidentifiedImageError:
@@ -223,7 +224,7 @@ def _describe(image: Image.Image, path: Path, mime: str) -> dict[str, Any]:
     return {"width": image.width, "height": image.height, "mime_type": mime, "bytes": path.stat().st_size}
 
 
-def gif_to_mp4(image: Image.Image, source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
+def gif_to_mp4(image: Image.Image, source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline) -> Processed:
     """Animated GIF → silent, looping-friendly H.264 MP4 (a "GIFV", as Mastodon and Telegram do).
 
     Often ten times smaller than the GIF, decoded in hardware by every phone, and played by

@@ -1,15 +1,9 @@
-"""Media limits and output sizes, read from settings.CONFIG (MEDIA_* variables in .env.example).
-
-Read at call time, not import time, so tests and operators can change them without a restart
-of the import machinery.
-"""
+"""What media processing accepts besides the configured limits (settings.CONFIG.media,
+media_jobs/config.py): containers, hard caps, and the time a job has left."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-from django.conf import settings
 
 from supworker.handlers import PermanentError
 
@@ -26,36 +20,6 @@ TIMEOUT_MARGIN_SECONDS = 5  # we stop ffmpeg ourselves before RQ kills the work 
 # Pixels an animated GIF decodes to, all frames together. A GIF may repeat a 1x1 change over a
 # large screen thousands of times: a few kB that would keep ffmpeg busy far past the job's time.
 MAX_ANIMATION_PIXELS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class MediaLimits:
-    image_max_bytes: int
-    image_max_pixels: int
-    image_max_edge: int
-    thumbnail_max_edge: int
-    video_max_bytes: int
-    video_max_seconds: int
-    video_max_edge: int
-    video_passthrough_max_bitrate: int
-    audio_max_bytes: int
-    audio_max_seconds: int
-
-    @classmethod
-    def from_settings(cls) -> MediaLimits:
-        config = settings.CONFIG
-        return cls(
-            image_max_bytes=config.media_image_max_bytes,
-            image_max_pixels=config.media_image_max_pixels,
-            image_max_edge=config.media_image_max_edge,
-            thumbnail_max_edge=config.media_thumbnail_max_edge,
-            video_max_bytes=config.media_video_max_bytes,
-            video_max_seconds=config.media_video_max_seconds,
-            video_max_edge=config.media_video_max_edge,
-            video_passthrough_max_bitrate=config.media_video_passthrough_max_bitrate,
-            audio_max_bytes=config.media_audio_max_bytes,
-            audio_max_seconds=config.media_audio_max_seconds,
-        )
 
 
 class Deadline:

@@ -26,16 +26,18 @@ from django.conf import settings
 from pydantic import ValidationError
 
 from media_jobs import results, storage
-from media_jobs.limits import Deadline, MediaLimits, check_size
+from media_jobs.config import MediaConfig
+from media_jobs.jobtypes import MediaJob
+from media_jobs.limits import Deadline, check_size
 from media_jobs.outputs import Processed
+from supworker import jobtypes
 from supworker.envelope import Envelope
 from supworker.handlers import PermanentError
-from supworker.payloads import MediaJob, describe_errors
-from supworker.policy import POLICIES
+from supworker.payloads import describe_errors
 
 log = logging.getLogger(__name__)
 
-Processor = Callable[[Path, Path, MediaLimits, Deadline], Processed]
+Processor = Callable[[Path, Path, MediaConfig, Deadline], Processed]
 
 
 @contextmanager
@@ -54,7 +56,7 @@ def job_directory(job_id: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def size_limit(kind: str, limits: MediaLimits) -> int:
+def size_limit(kind: str, limits: MediaConfig) -> int:
     return {"image": limits.image_max_bytes, "video": limits.video_max_bytes, "audio": limits.audio_max_bytes}[kind]
 
 
@@ -84,8 +86,8 @@ def run(envelope: Envelope, processor: Processor) -> dict[str, Any]:
 
 
 def _process(envelope: Envelope, job: MediaJob, processor: Processor) -> dict[str, Any]:
-    limits = MediaLimits.from_settings()
-    deadline = Deadline.for_job(POLICIES[envelope.job_type].timeout)
+    limits = settings.CONFIG.media
+    deadline = Deadline.for_job(jobtypes.job_type(envelope.job_type).timeout)
     results.mark_processing(job.messageId)
     check_size(job.type, storage.source_size(job.s3Key), size_limit(job.type, limits))
     with job_directory(envelope.job_id) as workdir:

@@ -20,13 +20,13 @@ import ffmpeg as ffmpeg_lib
 from PIL import Image
 
 from media_jobs import ffmpeg
+from media_jobs.config import MediaConfig
 from media_jobs.limits import (
     MAX_VIDEO_FPS,
     MAX_VIDEO_LONG_EDGE,
     MAX_VIDEO_SHORT_EDGE,
     VIDEO_CONTAINERS,
     Deadline,
-    MediaLimits,
 )
 from media_jobs.outputs import Output, Processed
 from media_jobs.placeholders import blurhash_of
@@ -42,7 +42,7 @@ CLEAN = {"map_metadata": -1, "map_chapters": -1, "movflags": "+faststart"}
 POSTER_QUALITY = 3  # mjpeg qscale: 2 (best) to 31
 
 
-def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline) -> Processed:
+def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline) -> Processed:
     info = probe_media(source, VIDEO_CONTAINERS, deadline, "video")
     check(info, limits)
     media_path, poster_path = workdir / "video.mp4", workdir / "poster.jpg"
@@ -97,7 +97,7 @@ def process(source: Path, workdir: Path, limits: MediaLimits, deadline: Deadline
     )
 
 
-def check(info: MediaInfo, limits: MediaLimits) -> None:
+def check(info: MediaInfo, limits: MediaConfig) -> None:
     """Refuse, with the reason, what we will not transcode."""
     if not info.container_is(*VIDEO_CONTAINERS):
         raise PermanentError(f"the container {info.container!r} is not accepted (MP4/MOV, Matroska/WebM, AVI, MPEG-TS)")
@@ -119,7 +119,7 @@ def check(info: MediaInfo, limits: MediaLimits) -> None:
         )
 
 
-def can_pass_through(info: MediaInfo, limits: MediaLimits) -> bool:
+def can_pass_through(info: MediaInfo, limits: MediaConfig) -> bool:
     video, audio = info.video, info.audio
     assert video is not None
     return (
@@ -157,7 +157,7 @@ def _scale(stream: Any, max_edge: int) -> Any:
     )
 
 
-def transcode_args(source: Path, target: Path, poster: Path, info: MediaInfo, limits: MediaLimits) -> list[str]:
+def transcode_args(source: Path, target: Path, poster: Path, info: MediaInfo, limits: MediaConfig) -> list[str]:
     """One ffmpeg run: the H.264 MP4 and, from the same decoded frames, the poster."""
     src = _input(source, VIDEO_CONTAINERS)
     scaled = _scale(src.video, limits.video_max_edge).filter("format", "yuv420p").split()

@@ -28,8 +28,8 @@ from rq import Worker
 from rq.worker import BaseWorker
 
 from notifications import otp_stats
+from supworker import jobtypes
 from supworker.enqueue import redis_connection
-from supworker.policy import POLICIES
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY
 
 MEMORY_FIELDS = ("rss", "heapTotal", "heapUsed", "external", "arrayBuffers")
@@ -77,7 +77,7 @@ def live_consumers(connection: Redis) -> list[dict[str, str]]:
 
 def otp_workers(connection: Redis) -> list[BaseWorker]:
     """RQ workers listening to a queue that OTP e-mails go to."""
-    policy = POLICIES["otp.email"]
+    policy = jobtypes.job_type("otp.email")
     queues = {policy.queue, policy.high_queue}
     return [w for w in Worker.all(connection=connection) if queues & set(w.queue_names())]
 

@@ -11,8 +11,8 @@ from prometheus_client.utils import floatToGoString
 from rq import Queue, Worker
 
 from notifications import otp_stats
+from supworker import jobtypes
 from supworker.enqueue import redis_connection
-from supworker.queues import QUEUES
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, DURATION_BUCKETS, DURATION_KEY, job_counts
 
 QUEUE_STATES = {
@@ -45,7 +45,7 @@ class SupworkerCollector(Collector):
         depth = GaugeMetricFamily("supworker_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("supworker_queue_workers", "RQ workers listening to a queue", labels=["queue"])
         all_workers = Worker.all(connection=connection)
-        for spec in QUEUES:
+        for spec in jobtypes.queues():
             queue = Queue(spec.name, connection=connection)
             for state, read in QUEUE_STATES.items():
                 depth.add_metric([spec.name, state], read(queue))

@@ -11,9 +11,9 @@ from django.db.models import Count
 from django.utils import timezone
 from rq import Queue, Worker
 
+from supworker import jobtypes
 from supworker.enqueue import redis_connection
 from supworker.models import JobRun
-from supworker.queues import QUEUES
 
 PACE_WINDOW = timedelta(minutes=5)
 
@@ -46,7 +46,7 @@ def report() -> dict[str, Any]:
     workers = Worker.all(connection=connection)
     pace = _jobs_per_second()
     queues = {}
-    for spec in QUEUES:
+    for spec in jobtypes.queues():
         queue = Queue(spec.name, connection=connection)
         waiting = queue.count
         rate = pace.get(spec.name, 0.0)

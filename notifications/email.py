@@ -128,7 +128,7 @@ def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed
         else:
             outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "e-mail")
 
-    allowance = Allowance(RateLimiter(redis_connection(), "email", settings.CONFIG.email_rate_per_second))
+    allowance = Allowance(RateLimiter(redis_connection(), "email", settings.CONFIG.notifications.email_rate_per_second))
     not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
     connection = get_connection(fail_silently=False)
     try:
@@ -168,7 +168,7 @@ def message_id(job_id: str, address: str, domain: str) -> str:
 
 
 def _message(item: Composed) -> EmailMultiAlternatives:
-    sender = settings.CONFIG.sender_email
+    sender = settings.CONFIG.notifications.sender_email
     domain = parseaddr(sender)[1].rpartition("@")[2] or "supworker.local"
     message = EmailMultiAlternatives(
         subject=item.rendered.subject,

@@ -56,12 +56,12 @@ class NotConfigured(Exception):
 
 
 def project_id() -> str:
-    config = settings.CONFIG
+    config = settings.CONFIG.notifications
     return config.fcm_project_id or config.firebase_project_id
 
 
 def configured() -> bool:
-    config = settings.CONFIG
+    config = settings.CONFIG.notifications
     return bool(project_id() and (config.fcm_access_token or config.firebase_private_key))
 
 
@@ -71,7 +71,7 @@ def send_url(endpoint: str, project: str) -> str:
 
 def app() -> firebase_admin.App:
     """The firebase-admin app for the current settings (one per distinct configuration)."""
-    config = settings.CONFIG
+    config = settings.CONFIG.notifications
     if not configured():
         raise NotConfigured(
             "FCM is not configured: set FIREBASE_PROJECT_ID, FIREBASE_CLIENT_EMAIL and FIREBASE_PRIVATE_KEY, "
@@ -126,7 +126,9 @@ def prepare() -> None:
     credential = app().credential.get_credential()
     if not credential.valid:  # a static token always is
         # google-auth would wait 120 s for Google's token endpoint; the worker loop must not.
-        request = functools.partial(google.auth.transport.requests.Request(), timeout=settings.CONFIG.fcm_timeout_s)
+        request = functools.partial(
+            google.auth.transport.requests.Request(), timeout=settings.CONFIG.notifications.fcm_timeout_s
+        )
         credential.refresh(request)
 
 

@@ -93,7 +93,7 @@ def _build_message(envelope: Envelope, token: str) -> messaging.Message:
     payload = envelope.payload
     data = {str(k): str(v) for k, v in (payload.get("data") or {}).items()}  # FCM data values are strings
     title, body = payload.get("title") or "", payload.get("body") or ""
-    ttl = timedelta(seconds=settings.CONFIG.fcm_ttl_s)
+    ttl = timedelta(seconds=settings.CONFIG.notifications.fcm_ttl_s)
     key = dedupe_key(envelope.job_id)
     if not title and not body:
         # Data-only (e.g. prekeys_low): the app handles it silently, no notification block.

@@ -26,7 +26,7 @@ class RenderedEmail:
 
 
 def brand_name() -> str:
-    return parseaddr(settings.CONFIG.sender_email)[0] or DEFAULT_BRAND
+    return parseaddr(settings.CONFIG.notifications.sender_email)[0] or DEFAULT_BRAND
 
 
 def render(name: str, context: dict[str, Any]) -> RenderedEmail:

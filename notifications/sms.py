@@ -88,7 +88,7 @@ class VonageBackend:
     """Vonage's SMS API: POST {SMS_API_URL}/sms/json, one HTTP session for a batch."""
 
     def __init__(self) -> None:
-        config = settings.CONFIG
+        config = settings.CONFIG.notifications
         self.url = config.sms_api_url.rstrip("/") + "/sms/json"
         self.credentials = {"api_key": config.sms_api_key, "api_secret": config.sms_api_secret}
         self.sender = config.sms_from_number.lstrip("+")
@@ -125,7 +125,7 @@ class VonageBackend:
 
 
 def backend() -> ConsoleBackend | VonageBackend:
-    return VonageBackend() if settings.CONFIG.sms_backend == "vonage" else ConsoleBackend()
+    return VonageBackend() if settings.CONFIG.notifications.sms_backend == "vonage" else ConsoleBackend()
 
 
 def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
@@ -140,7 +140,7 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
             )
 
     claims = ledger.claim_batch([s.delivery for _, s in composed])
-    allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.sms_rate_per_second))
+    allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.notifications.sms_rate_per_second))
     sender = backend()
     not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
     try:

@@ -1,4 +1,9 @@
-"""Every setting supworker reads from its environment, parsed and checked in one place.
+"""Every setting supworker reads from its environment, parsed and checked at start-up.
+
+The core's own settings are read here; each domain app reads its section in its own
+`config.py` (`SECTION = "media"`, `read(env)`), and the whole is `settings.CONFIG`, with
+`settings.CONFIG.media`, `settings.CONFIG.notifications` ... for the sections. Every problem
+in every section is reported at once, each variable named.
 
 The variable names are the ones operators of the Node worker and the LMS OTP worker already
 use, so an existing `.env` keeps working. Defaults point at the project-local services that
@@ -7,58 +12,28 @@ use, so an existing `.env` keeps working. Defaults point at the project-local se
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from dotenv import dotenv_values
 
+from supworker import jobtypes
 from supworker.env import ConfigError, EnvReader
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-# Google's OAuth 2.0 token endpoint, the token_uri of every service-account key file it issues.
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 DEV_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"  # noqa: S105 - development default
 LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")} | {"warn": "WARNING"}
-
-
-CRON_DEFAULTS = {  # UTC, as in the Node worker's schedule
-    "stories": "0 * * * *",
-    "sessions": "0 0 * * *",
-    "messages": "0 1 * * *",
-    "temp_files": "0 2 * * *",
-    "maintenance": "0 3 * * *",
-    "prekeys": "0 4 * * *",
-    "statistics": "0 */6 * * *",
-    "websockets": "*/15 * * * *",
-    "health": "*/5 * * * *",
-    "orphaned_media": "0 5 * * 0",
-    "job_records": "30 3 * * *",
-}
-
-
-@dataclass(frozen=True)
-class CleanupConfig:
-    batch_size: int
-    time_budget_s: int
-    story_ttl_hours: int
-    story_purge_after_days: int
-    session_inactive_days: int
-    temp_file_ttl_hours: int
-    message_retention_days: int
-    message_policy: str
-    prekey_used_grace_days: int
-    prekey_low_threshold: int
-    orphan_prefixes: list[str]
-    orphan_grace_hours: int
-    websocket_stale_minutes: int
-    job_record_retention_days: int
-    cron: dict[str, str]  # cleanup name -> cron expression, or "off"
 
 
 @dataclass(frozen=True)
@@ -96,50 +71,33 @@ class Config:
     log_json: bool
     media_root: Path
     temp_dir: Path
-    cleanup: CleanupConfig
+    cron: dict[str, str]  # a scheduled job type's short name -> cron expression, or "off"
     aws_region: str
     aws_access_key_id: str
     aws_secret_access_key: str
     aws_s3_bucket: str
     aws_s3_endpoint_url: str
-    firebase_project_id: str
-    firebase_client_email: str
-    firebase_private_key: str
-    firebase_token_uri: str  # where the service account's JWT is exchanged for an access token
-    smtp_host: str
-    smtp_port: int
-    smtp_user: str
-    smtp_password: str
-    smtp_security: str
-    sender_email: str
-    sms_backend: str
-    sms_api_url: str
-    sms_api_key: str
-    sms_api_secret: str
-    sms_from_number: str
-    # Media processing limits and output sizes (media_jobs/limits.py).
-    media_image_max_bytes: int
-    media_image_max_pixels: int
-    media_image_max_edge: int
-    media_thumbnail_max_edge: int
-    media_video_max_bytes: int
-    media_video_max_seconds: int
-    media_video_max_edge: int
-    media_video_passthrough_max_bitrate: int
-    media_audio_max_bytes: int
-    media_audio_max_seconds: int
-    # Notifications (notifications/): FCM endpoint and credentials, push TTL, channel rate limits.
-    fcm_endpoint: str
-    fcm_access_token: str
-    fcm_project_id: str
-    fcm_timeout_s: int
-    fcm_ttl_s: int
-    fcm_http_client: str  # curl (libcurl under firebase-admin) or requests (the SDK's own adapter)
-    email_rate_per_second: int
-    sms_rate_per_second: int
-    email_backend: str  # Django dotted path, or "" to choose by SMTP_HOST (supworker/settings.py)
-    email_file_path: Path
-    anymail: dict[str, str]  # ANYMAIL_<ESP>_<SETTING> variables, prefix stripped: settings.ANYMAIL
+    sections: dict[str, Any]  # each domain app's section, by its SECTION name
+
+    def __getattr__(self, name: str) -> Any:
+        """A domain app's section: `settings.CONFIG.media`."""
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"no setting or section {name!r} (sections: {', '.join(sections) or 'none read'})")
+
+    def with_section(self, name: str, **changes: Any) -> Config:
+        """A copy with some settings of one section changed (tests, `manage.py` tools)."""
+        return dataclasses.replace(
+            self, sections=self.sections | {name: dataclasses.replace(self.sections[name], **changes)}
+        )
+
+    def secrets(self) -> set[str]:
+        """Values never to be written to a log: the core's and those each section names."""
+        values = {self.secret_key, self.aws_secret_access_key, self.shutdown_token}
+        for section in self.sections.values():
+            values.update(getattr(section, "secrets", set)())
+        return {value for value in values if value}
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -176,41 +134,13 @@ def _secret_key_from_file(env: EnvReader) -> str:
         return ""
 
 
-def _path(env: EnvReader, name: str, default: Path) -> Path:
+def env_path(env: EnvReader, name: str, default: Path) -> Path:
+    """A path setting; a relative one is taken from the project's directory."""
     path = Path(env.str(name, default=str(default)))
     return path if path.is_absolute() else BASE_DIR / path
 
 
-EMAIL_BACKENDS = {
-    "smtp": "django.core.mail.backends.smtp.EmailBackend",
-    "console": "django.core.mail.backends.console.EmailBackend",
-    "file": "django.core.mail.backends.filebased.EmailBackend",
-}
-
-
-def _email_backend(env: EnvReader) -> str:
-    """smtp, console, file, or a django-anymail backend's dotted path; empty: smtp when SMTP_HOST is set."""
-    value = env.str("EMAIL_BACKEND")
-    if not value or value in EMAIL_BACKENDS:
-        return EMAIL_BACKENDS.get(value, "")
-    if not value.startswith("anymail.backends.") or not value.endswith(".EmailBackend"):
-        env.fail("EMAIL_BACKEND", "must be smtp, console, file or anymail.backends.<provider>.EmailBackend")
-        return ""
-    return value
-
-
-def _anymail(env: EnvReader) -> dict[str, str]:
-    """django-anymail's settings from ANYMAIL_* variables, e.g. ANYMAIL_SENDGRID_API_KEY → SENDGRID_API_KEY."""
-    return {
-        name.removeprefix("ANYMAIL_"): value.strip()
-        for name, value in sorted(env.environ.items())
-        if name.startswith("ANYMAIL_") and len(name) > len("ANYMAIL_") and value.strip()
-    }
-
-
 def _cron(env: EnvReader, name: str, default: str) -> str:
-    from croniter import croniter
-
     variable = f"CRON_{name.upper()}"
     value = env.str(variable, default=default)
     if value != "off" and not croniter.is_valid(value):
@@ -229,20 +159,16 @@ def _time_zone(env: EnvReader, name: str, default: str) -> str:
     return value
 
 
-ADOPTABLE_DOMAINS = ("media", "notification", "cleanup")  # those that arrive on the main exchange
-# <prefix>.<name>: supworker's own queues (supworker/rabbit/topology.py), never another service's.
-OWN_QUEUES = ("media", "notifications", "cleanup", "devices", "dead_letters")
-
-
 def _adopt_queues(env: EnvReader, own: set[str]) -> dict[str, str]:
     """RABBITMQ_ADOPT_QUEUES: `queue:domain` pairs, queues another service owns (docs/cutover.md)."""
+    adoptable = [domain.name for domain in jobtypes.domains().values() if domain.adoptable]
     adopted: dict[str, str] = {}
     for item in env.list("RABBITMQ_ADOPT_QUEUES", []):
         queue, _, domain = item.rpartition(":")  # a queue name may itself hold ':'
-        if domain not in ADOPTABLE_DOMAINS or not re.fullmatch(r"[\w.:\-]{1,255}", queue):
+        if domain not in adoptable or not re.fullmatch(r"[\w.:\-]{1,255}", queue):
             env.fail(
                 "RABBITMQ_ADOPT_QUEUES",
-                f"must be queue:domain pairs separated by commas, the domain one of {', '.join(ADOPTABLE_DOMAINS)} "
+                f"must be queue:domain pairs separated by commas, the domain one of {', '.join(adoptable)} "
                 f"(e.g. worker_media:media); got {item!r}",
             )
         elif queue in adopted:
@@ -262,32 +188,33 @@ def _shutdown_token(env: EnvReader) -> str:
     return token
 
 
-def _cleanup_config(env: EnvReader) -> CleanupConfig:
-    return CleanupConfig(
-        batch_size=env.int("CLEANUP_BATCH_SIZE", 5000, 1, 100_000),
-        time_budget_s=env.int("CLEANUP_TIME_BUDGET_S", 90, 5, 3600),
-        story_ttl_hours=env.int("STORY_TTL_HOURS", 24, 1, 24 * 365),
-        story_purge_after_days=env.int("STORY_PURGE_AFTER_DAYS", 7, 0, 3650),
-        session_inactive_days=env.int("SESSION_INACTIVE_DAYS", 30, 1, 3650),
-        temp_file_ttl_hours=env.int("TEMP_FILE_TTL_HOURS", 24, 1, 24 * 365),
-        message_retention_days=env.int("MESSAGE_RETENTION_DAYS", 365, 1, 36500),
-        message_policy=env.choice(
-            "MESSAGE_RETENTION_POLICY",
-            choices={"archive": "archive", "delete": "delete", "off": "off"},
-            default="archive",
-        ),
-        prekey_used_grace_days=env.int("PREKEY_USED_GRACE_DAYS", 7, 0, 3650),
-        prekey_low_threshold=env.int("PREKEY_LOW_THRESHOLD", 10, 0, 10_000),
-        orphan_prefixes=env.list("ORPHAN_MEDIA_PREFIXES", ["media/"]),
-        orphan_grace_hours=env.int("ORPHAN_MEDIA_GRACE_HOURS", 24, 1, 24 * 365),
-        websocket_stale_minutes=env.int("WEBSOCKET_STALE_MINUTES", 15, 1, 1440),
-        job_record_retention_days=env.int("JOB_RECORD_RETENTION_DAYS", 30, 1, 3650),
-        cron={name: _cron(env, name, default) for name, default in CRON_DEFAULTS.items()},
-    )
+def _own_queues(queue_prefix: str, otp_queue: str) -> set[str]:
+    """supworker's own RabbitMQ queues (supworker/rabbit/topology.py), never another service's."""
+    named = [d.rabbit_queue for d in jobtypes.domains().values() if d.rabbit_queue is not None]
+    return {otp_queue, *(f"{queue_prefix}.{name}" for name in [*named, "dead_letters"])}
 
 
-def load_config(environ: Mapping[str, str] | None = None) -> Config:
-    """Parse the environment; raise ConfigError naming every variable that is wrong."""
+def _sections(env: EnvReader, apps: Iterable[str]) -> dict[str, Any]:
+    """Each app's section of the settings, read by the app's own `config.py`."""
+    sections = {}
+    for app in apps:
+        if find_spec(f"{app}.config") is not None:
+            module = import_module(f"{app}.config")
+            sections[module.SECTION] = module.read(env)
+    return sections
+
+
+def load_config(environ: Mapping[str, str] | None = None, apps: Iterable[str] | None = None) -> Config:
+    """Parse the environment; raise ConfigError naming every variable that is wrong.
+
+    `apps` are the domain apps whose job types and settings sections are read: those of
+    settings.DOMAIN_APPS unless given (the settings module gives them, being read itself).
+    """
+    if apps is None:
+        from django.conf import settings
+
+        apps = settings.DOMAIN_APPS
+    jobtypes.discover(apps)
     env = EnvReader(read_environment(environ))
     production = env.choice(
         "SUPWORKER_ENV", "NODE_ENV", choices={"development": False, "production": True}, default=False
@@ -306,24 +233,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         env.fail("MAX_DELAY_MS", f"must not be smaller than BASE_DELAY_MS ({max_delay_ms} < {base_delay_ms})")
 
     env.together("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    env.together("FIREBASE_PROJECT_ID", "FIREBASE_CLIENT_EMAIL", "FIREBASE_PRIVATE_KEY")
-    # Hosting panels store the PEM key on one line with literal "\n" sequences.
-    private_key = env.str("FIREBASE_PRIVATE_KEY").replace("\\n", "\n")
-    if private_key and "PRIVATE KEY-----" not in private_key:
-        env.fail("FIREBASE_PRIVATE_KEY", "must be the PEM private key of the service account")
-
-    smtp_port = env.int("SMTP_PORT", 587, 1, 65535)
-    smtp_security = env.choice(
-        "SMTP_SECURITY",
-        choices={"starttls": "starttls", "ssl": "ssl", "none": "none"},
-        default="ssl" if smtp_port == 465 else "starttls",
-    )
-
-    sms_backend = env.choice("SMS_BACKEND", choices={"console": "console", "vonage": "vonage"}, default="console")
-    if sms_backend != "console":
-        for name in ("SMS_API_KEY", "SMS_API_SECRET", "SMS_FROM_NUMBER"):
-            env.str(name, required=True)
-
     otp_queue = env.name("RABBITMQ_QUEUE_NAME", "service_send_otp")
     queue_prefix = env.name("RABBITMQ_QUEUE_PREFIX", "supworker")
     config = Config(
@@ -349,7 +258,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         rabbitmq_exchange=env.name("RABBITMQ_EXCHANGE", "sup_exchange"),
         rabbitmq_queue_name=otp_queue,
         rabbitmq_queue_prefix=queue_prefix,
-        rabbitmq_adopt_queues=_adopt_queues(env, own={otp_queue, *(f"{queue_prefix}.{d}" for d in OWN_QUEUES)}),
+        rabbitmq_adopt_queues=_adopt_queues(env, own=_own_queues(queue_prefix, otp_queue)),
         worker=env.bool("WORKER", True),
         prefetch_count=env.int("PREFETCH_COUNT", 500, 1, 65535),
         heartbeat_interval_ms=env.int("HEARTBEAT_INTERVAL_MS", 30000, 1000, 3_600_000),
@@ -362,52 +271,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         max_message_bytes=env.int("MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         consumer_flush_ms=env.int("CONSUMER_FLUSH_MS", 20, 1, 5000),
         log_level=env.choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO"),
-        log_dir=_path(env, "LOG_DIR", BASE_DIR / "logs"),
+        log_dir=env_path(env, "LOG_DIR", BASE_DIR / "logs"),
         log_json=env.bool("LOG_JSON", production),
-        media_root=_path(env, "MEDIA_ROOT", BASE_DIR / "var" / "media"),
-        temp_dir=_path(env, "TEMP_DIR", BASE_DIR / "var" / "tmp"),
-        cleanup=_cleanup_config(env),
+        media_root=env_path(env, "MEDIA_ROOT", BASE_DIR / "var/media"),
+        temp_dir=env_path(env, "TEMP_DIR", BASE_DIR / "var" / "tmp"),
+        cron={t.short_name: _cron(env, t.short_name, t.cron or "off") for t in jobtypes.scheduled()},
         aws_region=env.str("AWS_REGION", default="us-east-1"),
         aws_access_key_id=env.str("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=env.str("AWS_SECRET_ACCESS_KEY"),
         aws_s3_bucket=env.str("AWS_S3_BUCKET"),
         aws_s3_endpoint_url=env.url("AWS_S3_ENDPOINT_URL", schemes=("http", "https")),
-        firebase_project_id=env.str("FIREBASE_PROJECT_ID"),
-        firebase_client_email=env.email("FIREBASE_CLIENT_EMAIL"),
-        firebase_private_key=private_key,
-        firebase_token_uri=env.url("FIREBASE_TOKEN_URI", schemes=("http", "https"), default=GOOGLE_TOKEN_URI),
-        smtp_host=env.str("SMTP_HOST"),
-        smtp_port=smtp_port,
-        smtp_user=env.str("SMTP_USER"),
-        smtp_password=env.str("SMTP_PASSWORD", "SMTP_PASS"),
-        smtp_security=smtp_security,
-        sender_email=env.email("SENDER_EMAIL", default="SUP Messenger <no-reply@supworker.local>"),
-        sms_backend=sms_backend,
-        sms_api_url=env.url("SMS_API_URL", schemes=("http", "https"), default="https://rest.nexmo.com"),
-        sms_api_key=env.str("SMS_API_KEY"),
-        sms_api_secret=env.str("SMS_API_SECRET"),
-        sms_from_number=env.phone("SMS_FROM_NUMBER"),
-        media_image_max_bytes=env.int("MEDIA_IMAGE_MAX_BYTES", 16 * 1024 * 1024, 1024, 1024**3),
-        media_image_max_pixels=env.int("MEDIA_IMAGE_MAX_PIXELS", 33_177_600, 1, 500_000_000),
-        media_image_max_edge=env.int("MEDIA_IMAGE_MAX_EDGE", 2048, 16, 16384),
-        media_thumbnail_max_edge=env.int("MEDIA_THUMBNAIL_MAX_EDGE", 320, 16, 4096),
-        media_video_max_bytes=env.int("MEDIA_VIDEO_MAX_BYTES", 100 * 1024 * 1024, 1024, 16 * 1024**3),
-        media_video_max_seconds=env.int("MEDIA_VIDEO_MAX_SECONDS", 300, 1, 86400),
-        media_video_max_edge=env.int("MEDIA_VIDEO_MAX_EDGE", 1280, 16, 4096),
-        media_video_passthrough_max_bitrate=env.int("MEDIA_VIDEO_PASSTHROUGH_MAX_BITRATE", 5_000_000, 0, 1_000_000_000),
-        media_audio_max_bytes=env.int("MEDIA_AUDIO_MAX_BYTES", 50 * 1024 * 1024, 1024, 16 * 1024**3),
-        media_audio_max_seconds=env.int("MEDIA_AUDIO_MAX_SECONDS", 900, 1, 86400),
-        fcm_endpoint=env.url("FCM_ENDPOINT", schemes=("http", "https"), default="https://fcm.googleapis.com"),
-        fcm_access_token=env.str("FCM_ACCESS_TOKEN"),
-        fcm_project_id=env.str("FCM_PROJECT_ID"),
-        fcm_timeout_s=env.int("FCM_TIMEOUT_SECONDS", 10, 1, 120),
-        fcm_ttl_s=env.int("FCM_TTL_SECONDS", 86400, 0, 28 * 86400),
-        fcm_http_client=env.choice("FCM_HTTP_CLIENT", choices={"curl": "curl", "requests": "requests"}, default="curl"),
-        email_rate_per_second=env.int("EMAIL_RATE_PER_SECOND", 50, 0, 100_000),
-        sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
-        email_backend=_email_backend(env),
-        email_file_path=_path(env, "EMAIL_FILE_PATH", BASE_DIR / "var" / "mail"),
-        anymail=_anymail(env),
+        sections=_sections(env, apps),
     )
     if env.problems:
         raise ConfigError(env.problems)

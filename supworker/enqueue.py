@@ -24,9 +24,9 @@ from rq import Queue, Retry
 from rq.job import Job
 from rq.queue import EnqueueData
 
+from supworker import jobtypes
 from supworker.envelope import Envelope
-from supworker.policy import POLICIES, retry_delay
-from supworker.queues import QUEUES
+from supworker.policy import retry_delay
 
 SEEN_PREFIX = "supworker:seen:"
 RUN_BATCH = "supworker.runner.run_batch"
@@ -65,7 +65,7 @@ def batch_jobs(queue: Queue, envelopes: list[Envelope], id_seed: str = "") -> li
         by_type[envelope.job_type].append(envelope)
     jobs = []
     for job_type, items in by_type.items():
-        policy = POLICIES[job_type]
+        policy = jobtypes.job_type(job_type)
         for start in range(0, len(items), policy.batch_size):
             batch = items[start : start + policy.batch_size]
             ids = [e.job_id for e in batch]
@@ -144,7 +144,7 @@ def redis_connection() -> Redis:
     (supworker.queues.REDIS_RETRY); this one is for health checks, counters, rate limits and
     the shutdown flag, which must answer at once, and for jobs, whose errors are retried.
     """
-    connection = django_rq.get_connection(QUEUES[0].name)  # every queue is on the same Redis
+    connection = django_rq.get_connection(jobtypes.queues()[0].name)  # every queue is on the same Redis
     connection.set_retry(RedisRetry(NoBackoff(), 0))
     return connection
 
@@ -154,7 +154,7 @@ def requeue(connection: Redis, envelopes: list[Envelope]) -> int:
     by_queue: dict[str, list[Envelope]] = defaultdict(list)
     for envelope in envelopes:
         fresh = Envelope.from_dict(envelope.to_dict() | {"attempt": 0})
-        by_queue[POLICIES[envelope.job_type].queue_for(envelope.priority)].append(fresh)
+        by_queue[jobtypes.job_type(envelope.job_type).queue_for(envelope.priority)].append(fresh)
     with connection.pipeline() as pipe:
         jobs = _enqueue_batches(connection, pipe, by_queue)
         pipe.execute()

@@ -1,9 +1,10 @@
 """The job envelope: what every job carries from the consumer through RQ to its handler.
 
-Secret payload fields (OTP codes, push tokens, phone numbers) are sealed with AES-GCM under a
-key derived from the Django secret key before the envelope leaves the consumer, so neither
-Redis (RQ job data, failed registry) nor PostgreSQL (job records, dead letters) ever holds
-them in clear. A handler calls `envelope.reveal(name)` at the moment it needs the value.
+Secret payload fields (those a domain declares sealed: OTP codes, push tokens, phone numbers)
+are sealed with AES-GCM under a key derived from the Django secret key before the envelope
+leaves the consumer, so neither Redis (RQ job data, failed registry) nor PostgreSQL (job
+records, dead letters) ever holds them in clear. A handler calls `envelope.reveal(name)` at
+the moment it needs the value.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
-SEALED_FIELDS = ("otp", "fcmToken", "phoneNumber")
+from supworker.jobtypes import sealed_fields
+
 SEAL_PREFIX = "sealed:v1:"
 
 
@@ -48,7 +50,7 @@ def unseal(value: str) -> str:
 def seal_fields(payload: dict[str, Any]) -> dict[str, Any]:
     """A copy of a message's payload with its secret fields sealed (those already sealed kept)."""
     sealed = dict(payload)
-    for name in SEALED_FIELDS:
+    for name in sealed_fields():
         value = sealed.get(name)
         if isinstance(value, str) and not value.startswith(SEAL_PREFIX):
             sealed[name] = seal(value)
@@ -61,7 +63,7 @@ def open_fields(payload: dict[str, Any]) -> dict[str, Any]:
     Raises ValueError for a field sealed under another DJANGO_SECRET_KEY.
     """
     opened = dict(payload)
-    for name in SEALED_FIELDS:
+    for name in sealed_fields():
         value = opened.get(name)
         if isinstance(value, str) and value.startswith(SEAL_PREFIX):
             opened[name] = unseal(value)
@@ -71,7 +73,7 @@ def open_fields(payload: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class Envelope:
     job_id: str
-    job_type: str  # "<domain>.<type>", a key of supworker.policy.POLICIES
+    job_type: str  # "<domain>.<type>", declared in an app's jobtypes.py
     payload: dict[str, Any]
     attempt: int = 0  # tries already made and failed
     created_at: float = field(default_factory=time.time)  # when the publisher made it
@@ -83,7 +85,7 @@ class Envelope:
     def sealed(cls, **fields: Any) -> Envelope:
         """An envelope whose secret payload fields are sealed."""
         envelope = cls(**fields)
-        for name in SEALED_FIELDS:
+        for name in sealed_fields():
             value = envelope.payload.get(name)
             if isinstance(value, str) and not value.startswith(SEAL_PREFIX):
                 envelope.payload[name] = seal(value)

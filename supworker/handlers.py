@@ -30,9 +30,9 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import autodiscover_modules
 
+from supworker import jobtypes
 from supworker.envelope import Envelope
 from supworker.masking import mask_text
-from supworker.policy import POLICIES
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ _discovered = False
 
 
 def _declared(job_type: str) -> str:
-    """A handler for a job type with no policy would never be given a job: refuse it at start-up."""
-    if job_type not in POLICIES:
-        raise ImproperlyConfigured(f"a handler for {job_type!r}, which has no policy in supworker/policy.py")
+    """A handler for a job type no app declares would never be given a job: refuse it at start-up."""
+    if job_type not in jobtypes.job_types():
+        raise ImproperlyConfigured(f"a handler for {job_type!r}, which no app declares in its jobtypes.py")
     return job_type
 
 

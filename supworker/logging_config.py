@@ -55,18 +55,7 @@ class Redactor:
     def __init__(self, config: Config | None = None):
         values: set[str] = set()
         if config is not None:
-            values.update(
-                [
-                    config.secret_key,
-                    config.shutdown_token,
-                    config.smtp_password,
-                    config.sms_api_key,
-                    config.sms_api_secret,
-                    config.fcm_access_token,
-                    config.aws_secret_access_key,
-                ]
-            )
-            values.update(line.strip() for line in config.firebase_private_key.splitlines() if "-----" not in line)
+            values.update(config.secrets())
             for url in (config.redis_url, config.rabbitmq_url, config.database_url):
                 password = urlsplit(url).password or ""
                 values.update((password, unquote(password)))

@@ -18,22 +18,19 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NoReturn
-from uuid import UUID
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
+from supworker import jobtypes
 from supworker.env import E164_RE
 from supworker.envelope import open_fields
-from supworker.policy import CLEANUP_TYPES
+from supworker.jobtypes import Domain
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -99,13 +96,6 @@ def _where(path: str) -> str:
     return path if len(path) <= 80 else "…" + path[-79:]
 
 
-def _free_form(value: dict[str, Any]) -> dict[str, Any]:
-    problem = _unstorable(value)
-    if problem:
-        raise ValueError(f"{problem[1]} (at {_where(problem[0])})")
-    return value
-
-
 def _fcm_token(value: str) -> str:
     if not _FCM_TOKEN_RE.match(value):
         raise ValueError("must be printable ASCII without spaces, as FCM registration tokens are")
@@ -140,7 +130,9 @@ def _aware(value: datetime | None) -> datetime | None:
 Moment = Annotated[datetime, AfterValidator(_aware)]
 
 
-class _Message(BaseModel):
+class Message(BaseModel):
+    """What every message may carry besides its domain's fields; a domain's schema extends it."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     jobId: JobId | None = None
@@ -148,101 +140,15 @@ class _Message(BaseModel):
     priority: Literal["low", "normal", "high"] | None = None
 
 
-class MediaJob(_Message):
-    type: Literal["image", "video", "audio"]
-    s3Key: StorageKey
-    userId: UUID
-    messageId: UUID
-    originalName: Annotated[str, Field(max_length=255)] | None = None
+def free_form(value: dict[str, Any]) -> dict[str, Any]:
+    """A map of anything a publisher chose (a cleanup's options): checked only for what storage refuses."""
+    problem = _unstorable(value)
+    if problem:
+        raise ValueError(f"{problem[1]} (at {_where(problem[0])})")
+    return value
 
 
-class NotificationJob(_Message):
-    type: Literal["push", "email", "sms"]
-    userId: UUID
-    title: ShortText
-    body: Annotated[str, Field(max_length=4000)]
-    fcmToken: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    email: EmailStr | None = None
-    phoneNumber: Phone | None = None
-    # FCM data values are strings; FCM caps the whole payload at 4 KB.
-    data: Annotated[dict[str, str], Field(max_length=100)] | None = None
-    # Multicast: the active devices of every listed user.
-    userIds: Annotated[list[UUID], Field(min_length=1, max_length=1000)] | None = None
-    # The code of an SMS whose data.kind is "otp" or "2fa"; sealed like OtpJob.otp.
-    otp: Annotated[str, Field(min_length=4, max_length=32)] | None = None
-
-    @model_validator(mode="after")
-    def _recipient_for_channel(self) -> NotificationJob:
-        if self.type == "email" and not self.email:
-            raise ValueError("an email notification needs 'email'")
-        if self.type == "sms" and not self.phoneNumber:
-            raise ValueError("an sms notification needs 'phoneNumber'")
-        if self.type == "sms" and (self.data or {}).get("kind") in ("otp", "2fa") and not self.otp:
-            raise ValueError("an otp or 2fa sms needs 'otp'")
-        return self
-
-
-class CleanupJob(_Message):
-    type: Literal[CLEANUP_TYPES]  # type: ignore[valid-type]
-    data: Annotated[dict[str, Any], AfterValidator(_free_form)] | None = None
-
-
-DEVICE_ACTIONS = ("register", "unregister")
-
-
-class DeviceJob(_Message):
-    """The messenger says which FCM token reaches which user; the action is the routing key's
-    second part (device.register, device.unregister). See notifications/devices.py."""
-
-    type: Literal[DEVICE_ACTIONS]  # type: ignore[valid-type]
-    userId: UUID
-    fcmToken: DeviceToken
-    platform: Literal["ios", "android", "web"]
-    deviceId: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    # When the messenger made the change: it orders the messages about one token. `timestamp`
-    # stands in for it when absent.
-    at: Moment
-
-    @model_validator(mode="before")
-    @classmethod
-    def _at_from_timestamp(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("at") is None and data.get("timestamp") is not None:
-            return {**data, "at": data["timestamp"]}
-        return data
-
-    @field_validator("at")
-    @classmethod
-    def _not_ahead(cls, value: datetime) -> datetime:
-        if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-            raise ValueError(f"is more than {MAX_CLOCK_SKEW.seconds // 60} minutes ahead of this server's clock")
-        return value
-
-
-class OtpMetadata(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    userName: ShortText | None = None
-    expiryMinutes: Annotated[int, Field(ge=1, le=1440)] | None = None
-
-
-class OtpJob(_Message):
-    """The LMS OTP worker's format, on the `service_send_otp` queue."""
-
-    email: EmailStr
-    otp: Annotated[str, Field(min_length=4, max_length=32)]
-    retryCount: Annotated[int, Field(ge=0, le=100)] = 0
-    metadata: OtpMetadata | None = None
-
-
-SCHEMAS: dict[str, type[_Message]] = {
-    "media": MediaJob,
-    "notification": NotificationJob,
-    "cleanup": CleanupJob,
-    "otp": OtpJob,
-    "device": DeviceJob,
-}
-# Domains whose messages do not say their type: it is the routing key's second part.
-TYPED_BY_ROUTING_KEY = {"device": DEVICE_ACTIONS}
+FreeForm = Annotated[dict[str, Any], AfterValidator(free_form)]
 _ENVELOPE_FIELDS = {"jobId", "timestamp", "priority", "retryCount"}
 
 
@@ -306,17 +212,20 @@ def _decode_json(body: bytes) -> tuple[Any, bool]:
         raise InvalidMessage(f"message is not JSON: {exc}") from None
 
 
-def _type_from_routing_key(domain: str, routing_key: str) -> str:
-    kinds = TYPED_BY_ROUTING_KEY[domain]
+def _type_from_routing_key(domain: Domain, routing_key: str) -> str:
+    kinds = [t.short_name for t in jobtypes.job_types().values() if t.domain == domain.name and t.published]
     key_parts = routing_key.split(".")
     if len(key_parts) < 2 or key_parts[1] not in kinds:
-        expected = " or ".join(f"{domain}.{kind}" for kind in kinds)
+        expected = " or ".join(f"{domain.name}.{kind}" for kind in kinds)
         raise InvalidMessage(f"routing key {routing_key!r} must be {expected}")
     return key_parts[1]
 
 
-def parse_message(domain: str, body: bytes, routing_key: str | bytes = "", max_bytes: int = 256 * 1024) -> ParsedJob:
-    """Validate one message body for `domain` (media, notification, cleanup, otp or device)."""
+def parse_message(
+    domain_name: str, body: bytes, routing_key: str | bytes = "", max_bytes: int = 256 * 1024
+) -> ParsedJob:
+    """Validate one message body published under a domain an app declares (supworker.jobtypes)."""
+    domain = jobtypes.domains()[domain_name]
     # pika hands over a routing key that is not UTF-8 as bytes; either way it ends up in records.
     if not isinstance(routing_key, str) or _CONTROL_RE.search(routing_key):
         raise InvalidMessage(f"routing key {routing_key!r} must be printable UTF-8 text")
@@ -329,24 +238,25 @@ def parse_message(domain: str, body: bytes, routing_key: str | bytes = "", max_b
         data = open_fields(data)
     except ValueError as exc:
         raise InvalidMessage(f"a sealed field cannot be opened: {exc}") from None
-    if domain in TYPED_BY_ROUTING_KEY and "type" not in data:
+    if domain.typed_by_routing_key and "type" not in data:
         data = {**data, "type": _type_from_routing_key(domain, routing_key)}
     try:
-        job = SCHEMAS[domain].model_validate(data)
+        job = domain.schema.model_validate(data)
     except ValidationError as exc:
-        raise InvalidMessage(f"invalid {domain} job: {describe_errors(exc)}") from None
+        raise InvalidMessage(f"invalid {domain.name} job: {describe_errors(exc)}") from None
 
-    kind = getattr(job, "type", "email")
+    kind: str = domain.only_type or job.type  # type: ignore[attr-defined]  # a typed domain's schema has one
     key_parts = routing_key.split(".")
-    if domain != "otp" and len(key_parts) > 1 and key_parts[1] != kind:
+    # On the default exchange the routing key is the queue's name, which says nothing of the type.
+    if domain.rabbit_queue is not None and len(key_parts) > 1 and key_parts[1] != kind:
         raise InvalidMessage(f"routing key {routing_key!r} does not match the payload's type {kind!r}")
     payload = job.model_dump(mode="json", exclude_none=True, exclude=_ENVELOPE_FIELDS)
     # Typed str fields accept NUL (they refuse surrogates); `data` was checked whole already.
     problem = _unstorable(payload, MAX_NESTING + 1) if may_hold_nul else None
     if problem:
-        raise InvalidMessage(f"invalid {domain} job: {_where(problem[0])}: {problem[1]}")
+        raise InvalidMessage(f"invalid {domain.name} job: {_where(problem[0])}: {problem[1]}")
     return ParsedJob(
-        job_type=f"{domain}.{kind}",
+        job_type=f"{domain.name}.{kind}",
         payload=payload,
         job_id=job.jobId,
         created_at=job.timestamp.timestamp() if job.timestamp else None,

@@ -1,4 +1,4 @@
-"""The RQ queues and their defaults.
+"""The RQ queues (declared by the domain apps as worker kinds, supworker/jobtypes.py) as RQ and django-rq see them.
 
 Priority is expressed the way RQ does it best: a worker listens to a high queue before the
 normal one (`rqworker media` is `rqworker media_high media`), so under a backlog a high-priority job starts before
@@ -7,35 +7,13 @@ every waiting normal one, and each queue stays first in, first out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from redis.backoff import EqualJitterBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-
-@dataclass(frozen=True)
-class QueueSpec:
-    name: str
-    default_timeout: int  # seconds; a job type may ask for more when it is enqueued
-
-
-QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec("media_high", 60),
-    QueueSpec("media", 60),
-    QueueSpec("notifications_high", 30),
-    QueueSpec("notifications", 30),
-    QueueSpec("cleanup", 120),
-)
-
-# What each kind of worker listens to, highest priority first.
-WORKER_QUEUES: dict[str, list[str]] = {
-    "media": ["media_high", "media"],
-    "notifications": ["notifications_high", "notifications"],
-    "cleanup": ["cleanup"],
-}
+from supworker import jobtypes
 
 
 def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
@@ -47,8 +25,10 @@ def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
     queue named twice keeps its first place. With `exact`, every name is a queue (`media`
     alone: the normal-priority queue only).
     """
-    queues = [spec.name for spec in QUEUES]
-    kinds = {} if exact else WORKER_QUEUES
+    queues = [spec.name for spec in jobtypes.queues()]
+    kinds = (
+        {} if exact else {kind.name: [spec.name for spec in kind.queues] for kind in jobtypes.worker_kinds().values()}
+    )
     known = (f"worker kinds: {', '.join(kinds)}; " if kinds else "") + f"queues: {', '.join(queues)}"
     if not names:
         raise ValueError(f"name what to work on ({known})")
@@ -102,4 +82,4 @@ def redis_connection_setting(redis_url: str) -> dict[str, object]:
 def rq_queues_setting(redis_url: str) -> dict[str, dict[str, object]]:
     """django-rq's RQ_QUEUES: every queue on the same Redis, with its default timeout."""
     connection = redis_connection_setting(redis_url)
-    return {spec.name: connection | {"DEFAULT_TIMEOUT": spec.default_timeout} for spec in QUEUES}
+    return {spec.name: connection | {"DEFAULT_TIMEOUT": spec.default_timeout} for spec in jobtypes.queues()}

@@ -7,7 +7,9 @@ import dj_database_url
 from supworker.config import BASE_DIR, Config, load_config
 from supworker.logging_config import build_logging
 
-CONFIG = load_config()
+# The apps that declare job types (jobtypes.py) and read a section of the settings (config.py).
+DOMAIN_APPS = ["media_jobs", "notifications", "cleanup", "monitoring"]
+CONFIG = load_config(apps=DOMAIN_APPS)
 
 PRODUCTION = CONFIG.production
 DEBUG = False  # Never on: the admin is reachable, and DEBUG leaks settings and SQL.
@@ -27,10 +29,7 @@ INSTALLED_APPS = [
     # Ours before django_rq: cleanup's rqscheduler command (which registers the cron table)
     # takes precedence over django-rq's.
     "supworker",
-    "media_jobs",
-    "notifications",
-    "cleanup",
-    "monitoring",
+    *DOMAIN_APPS,
     "django_rq",
 ]
 
@@ -130,23 +129,24 @@ MIGRATION_MODULES = {"fcm_django": None}
 FCM_DJANGO_SETTINGS = {"ONE_DEVICE_PER_USER": False, "DELETE_INACTIVE_DEVICES": False}
 
 # --- e-mail ---------------------------------------------------------------------------------
-DEFAULT_FROM_EMAIL = CONFIG.sender_email
-SERVER_EMAIL = CONFIG.sender_email
-if CONFIG.smtp_host:
+NOTIFY = CONFIG.notifications
+DEFAULT_FROM_EMAIL = NOTIFY.sender_email
+SERVER_EMAIL = NOTIFY.sender_email
+if NOTIFY.smtp_host:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_HOST = CONFIG.smtp_host
-    EMAIL_PORT = CONFIG.smtp_port
-    EMAIL_HOST_USER = CONFIG.smtp_user
-    EMAIL_HOST_PASSWORD = CONFIG.smtp_password
-    EMAIL_USE_TLS = CONFIG.smtp_security == "starttls"
-    EMAIL_USE_SSL = CONFIG.smtp_security == "ssl"
+    EMAIL_HOST = NOTIFY.smtp_host
+    EMAIL_PORT = NOTIFY.smtp_port
+    EMAIL_HOST_USER = NOTIFY.smtp_user
+    EMAIL_HOST_PASSWORD = NOTIFY.smtp_password
+    EMAIL_USE_TLS = NOTIFY.smtp_security == "starttls"
+    EMAIL_USE_SSL = NOTIFY.smtp_security == "ssl"
     EMAIL_TIMEOUT = 20
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
-if CONFIG.email_backend:  # EMAIL_BACKEND=smtp|console|file|anymail.backends.<esp>.EmailBackend
-    EMAIL_BACKEND = CONFIG.email_backend
-    EMAIL_FILE_PATH = str(CONFIG.email_file_path)
-ANYMAIL = CONFIG.anymail  # the provider's key, API URL, webhook secret ...: ANYMAIL_* in the environment
+if NOTIFY.email_backend:  # EMAIL_BACKEND=smtp|console|file|anymail.backends.<esp>.EmailBackend
+    EMAIL_BACKEND = NOTIFY.email_backend
+    EMAIL_FILE_PATH = str(NOTIFY.email_file_path)
+ANYMAIL = NOTIFY.anymail  # the provider's key, API URL, webhook secret ...: ANYMAIL_* in the environment
 
 # --- security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -331,9 +331,7 @@ class MediaHarness:
 
 def set_limits(settings, **limits: int) -> None:
     """Change MEDIA_* limits for one test (settings.CONFIG is restored by pytest-django)."""
-    import dataclasses
-
-    settings.CONFIG = dataclasses.replace(settings.CONFIG, **{f"media_{k}": v for k, v in limits.items()})
+    settings.CONFIG = settings.CONFIG.with_section("media", **limits)
 
 
 def stored_path(key: str) -> Path:

@@ -18,12 +18,8 @@ FAST_RETRIES = {"base_delay_ms": 50, "max_delay_ms": 200}
 def fcm_server(settings) -> Iterator[FcmServer]:
     server = FcmServer()
     server.start()
-    settings.CONFIG = dataclasses.replace(
-        settings.CONFIG,
-        **FAST_RETRIES,
-        fcm_endpoint=server.url,
-        fcm_access_token=server.token,
-        fcm_project_id="sup-loopback",
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, **FAST_RETRIES).with_section(
+        "notifications", fcm_endpoint=server.url, fcm_access_token=server.token, fcm_project_id="sup-loopback"
     )
     yield server
     server.stop()
@@ -39,7 +35,7 @@ def smtp_server(settings) -> Iterator[SmtpServer]:
     settings.EMAIL_PORT = server.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.DEFAULT_FROM_EMAIL = settings.CONFIG.sender_email
+    settings.DEFAULT_FROM_EMAIL = settings.CONFIG.notifications.sender_email
     settings.CONFIG = dataclasses.replace(settings.CONFIG, **FAST_RETRIES)
     yield server
     server.stop()
@@ -49,9 +45,8 @@ def smtp_server(settings) -> Iterator[SmtpServer]:
 def sms_server(settings) -> Iterator[SmsServer]:
     server = SmsServer()
     server.start()
-    settings.CONFIG = dataclasses.replace(
-        settings.CONFIG,
-        **FAST_RETRIES,
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, **FAST_RETRIES).with_section(
+        "notifications",
         sms_backend="vonage",
         sms_api_url=server.url,
         sms_api_key=server.key,

@@ -7,9 +7,9 @@ import uuid
 import firebase_admin
 from firebase_admin import messaging
 
+from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
-from supworker.policy import POLICIES
 from tests.helpers import drain_queue
 
 
@@ -20,7 +20,7 @@ def envelope(job_type: str, job_id: str | None = None, **payload) -> Envelope:
 
 
 def submit(redis_conn, *envelopes: Envelope) -> list[Envelope]:
-    queues = {e.job_id: POLICIES[e.job_type].queue_for(e.priority) for e in envelopes}
+    queues = {e.job_id: jobtypes.job_type(e.job_type).queue_for(e.priority) for e in envelopes}
     enqueue(redis_conn, [Submission(e, f"id:{e.job_id}", 600) for e in envelopes], queues)
     return list(envelopes)
 

@@ -141,11 +141,8 @@ def test_temp_files_go_with_their_rows_and_crashed_jobs_leftovers_are_swept(tmp_
 
 @pytest.mark.parametrize("policy", ["archive", "delete", "off"])
 def test_old_messages_are_archived_or_deleted_with_their_media_by_policy(policy, settings):
-    import dataclasses
 
-    settings.CONFIG = dataclasses.replace(
-        settings.CONFIG, cleanup=dataclasses.replace(settings.CONFIG.cleanup, message_policy=policy)
-    )
+    settings.CONFIG = settings.CONFIG.with_section("cleanup", message_policy=policy)
     now = timezone.now()
     chat, sender = uuid.uuid4(), uuid.uuid4()
     media_key = stored(f"media/{uuid.uuid4()}/photo.jpg")

@@ -7,7 +7,8 @@ import secrets
 
 import pytest
 
-from supworker.config import CRON_DEFAULTS, load_config
+from supworker import jobtypes
+from supworker.config import load_config
 from supworker.env import ConfigError
 from tests.helpers import run_manage
 from tests.testenv import ROOT
@@ -53,9 +54,9 @@ def test_operators_variable_names_are_accepted():
         WORKER="false",
     )
     assert config.redis_url == "redis://:p%40ss%2Fword@cache.internal:6380/0"
-    assert config.smtp_password == "legacy-name"
-    assert config.smtp_security == "ssl"  # implied by port 465
-    assert config.firebase_private_key.count("\n") == 3  # escaped newlines restored
+    assert config.notifications.smtp_password == "legacy-name"
+    assert config.notifications.smtp_security == "ssl"  # implied by port 465
+    assert config.notifications.firebase_private_key.count("\n") == 3  # escaped newlines restored
     assert config.log_level == "WARNING"
     assert config.worker is False
 
@@ -165,9 +166,10 @@ def test_production_without_a_way_to_send_e_mail_is_warned_about_by_every_comman
 
 
 def test_env_example_documents_every_setting_with_its_default():
-    source = (ROOT / "supworker" / "config.py").read_text() + (ROOT / "supworker" / "env.py").read_text()
+    readers = [ROOT / "supworker" / "config.py", ROOT / "supworker" / "env.py", *ROOT.glob("*/config.py")]
+    source = "".join(path.read_text() for path in readers)
     read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', source)) - {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-    read |= {f"CRON_{name.upper()}" for name in CRON_DEFAULTS}  # built from the cron table
+    read |= {f"CRON_{job_type.short_name.upper()}" for job_type in jobtypes.scheduled()}  # from the cron table
     example = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
     mentioned = set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", example))

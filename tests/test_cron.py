@@ -19,10 +19,10 @@ from django.utils import timezone
 from rq import Queue, SimpleWorker
 
 from cleanup.models import HealthCheckResult
-from cleanup.schedule import ID_PREFIX, register, registered
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.models import JobRun, UserSession
+from supworker.schedule import ID_PREFIX, register, registered
 from tests.helpers import run_manage, run_manage_on_a_terminal, start_manage, stop, wait_for
 from tests.ingest_fixtures import free_port, subprocess_env
 
@@ -31,10 +31,7 @@ BAR = "━"  # what rich draws a progress bar with
 
 
 def with_cron(settings, **changes: str) -> None:
-    cleanup = settings.CONFIG.cleanup
-    settings.CONFIG = dataclasses.replace(
-        settings.CONFIG, cleanup=dataclasses.replace(cleanup, cron=cleanup.cron | changes)
-    )
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, cron=settings.CONFIG.cron | changes)
 
 
 def test_registering_the_table_twice_leaves_one_entry_per_job(redis_conn):
@@ -131,9 +128,7 @@ def test_bad_cleanup_options_fail_at_once_with_the_reason(redis_conn):
 def test_a_cleanup_out_of_time_continues_in_a_follow_up_job(redis_conn, settings):
     old = timezone.now() - timedelta(days=31)
     UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(4)])
-    settings.CONFIG = dataclasses.replace(
-        settings.CONFIG, cleanup=dataclasses.replace(settings.CONFIG.cleanup, time_budget_s=0)
-    )
+    settings.CONFIG = settings.CONFIG.with_section("cleanup", time_budget_s=0)
     submit_cleanup(redis_conn, "sessions", {"batchSize": 1}, job_id="sessions-big")
     work(redis_conn)  # each job does one batch, then hands over to the next
     parts = JobRun.objects.filter(job_id__startswith="sessions-big").order_by("enqueued_at")

@@ -21,8 +21,8 @@ import jsonschema
 import yaml
 from django.urls import resolve
 
-from supworker.policy import POLICIES
-from supworker.queues import WORKER_QUEUES, worker_queues
+from supworker import jobtypes
+from supworker.queues import worker_queues
 from tests.locks import RUNTIME_LOCK, declared, locked
 from tests.testenv import ROOT
 
@@ -187,7 +187,7 @@ def test_kubernetes_runs_every_process_with_the_procfile_command_limits_and_non_
         assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"], name
         assert spec["securityContext"]["runAsNonRoot"] is True, name
     media_grace = found["supworker-media"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert media_grace > POLICIES["media.video"].timeout
+    assert media_grace > jobtypes.job_type("media.video").timeout
     assert found["supworker-scheduler"]["spec"]["replicas"] == 1
 
 
@@ -208,11 +208,12 @@ def test_autoscaling_watches_the_lists_each_worker_drains():
         assert target in found
         kind = target.removeprefix("supworker-")
         lists = {t["metadata"]["listName"] for t in scaled_object["spec"]["triggers"]}
-        assert lists == {f"rq:queue:{queue}" for queue in WORKER_QUEUES[kind]}, kind
+        assert lists == {f"rq:queue:{queue}" for queue in worker_queues([kind])}, kind
 
 
 def test_each_worker_kind_listens_to_its_queues_highest_priority_first():
-    for kind, queues in WORKER_QUEUES.items():
+    for kind, worker_kind in jobtypes.worker_kinds().items():
+        queues = [spec.name for spec in worker_kind.queues]
         command = procfile()[kind]
         assert command[:3] == ["python", "manage.py", "rqworker"], kind
         names = [arg for arg in command[3:] if not arg.startswith("-")]

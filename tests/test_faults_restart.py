@@ -36,10 +36,10 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from notifications.models import Notification
+from supworker import jobtypes
 from supworker.envelope import Envelope
 from supworker.models import DeadLetter, JobRun
 from supworker.models.messenger import Message, UserSession
-from supworker.queues import QUEUES
 from supworker.rabbit import topology
 from supworker.rabbit.publisher import connect
 from tests.fault_proxy import FaultProxy
@@ -312,7 +312,7 @@ def assert_every_effect_exactly_once(mix: Mix, fcm_server, smtp_server, sms_serv
 
 
 def assert_nothing_left(redis: Redis) -> None:
-    for spec in QUEUES:
+    for spec in jobtypes.queues():
         queue = Queue(spec.name, connection=redis)
         left = {
             "queued": queue.count,
@@ -351,7 +351,7 @@ def test_rabbitmq_then_redis_restarted_under_5000_mixed_jobs_every_effect_happen
 
     # Redis restarted with jobs queued, scheduled and running; what is published meanwhile
     # waits in RabbitMQ.
-    waiting_in_rq = sum(Queue(spec.name, connection=redis).count for spec in QUEUES)
+    waiting_in_rq = sum(Queue(spec.name, connection=redis).count for spec in jobtypes.queues())
     own_servers.services("down", "redis")
     publish(phase_c)
     time.sleep(2)

@@ -25,11 +25,11 @@ import pytest
 from django.conf import settings
 from hypothesis import strategies as st
 
-from supworker import records
-from supworker.envelope import SEAL_PREFIX, SEALED_FIELDS, Envelope, open_fields
+from supworker import jobtypes, records
+from supworker.envelope import SEAL_PREFIX, Envelope, open_fields
 from supworker.masking import dead_letter_body
 from supworker.models import DeadLetter, JobRun
-from supworker.payloads import SCHEMAS, InvalidMessage, ParsedJob, parse_message
+from supworker.payloads import InvalidMessage, ParsedJob, parse_message
 from supworker.rabbit import topology
 from supworker.rabbit.consumer import Consumer, Delivery
 from tests.helpers import rq_items, wait_for
@@ -38,6 +38,12 @@ from tests.ingest_fixtures import dead_letters, queue_depth
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ALL_QUEUES = ("media_high", "media", "notifications_high", "notifications", "cleanup")
+
+
+def schema_fields(domain: str) -> set[str]:
+    return set(jobtypes.domains()[domain].schema.model_fields)
+
+
 OTP = "otp"  # stands for the OTP queue's name, which each test chooses
 USER, MESSAGE, OTHER = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
 
@@ -135,7 +141,7 @@ def near_valid(draw: st.DrawFn) -> Hostile:
     """A valid message of a random type with one field changed, dropped, added or repeated."""
     domain, routing_key, body = draw(st.sampled_from(VALID))
     pairs = [(key, raw(value)) for key, value in body.items()]
-    fields = sorted(set(SCHEMAS[domain].model_fields) | set(body) | {"metadata.userName", "data.kind"})
+    fields = sorted(schema_fields(domain) | set(body) | {"metadata.userName", "data.kind"})
     field = draw(st.sampled_from(fields))
     how = draw(st.sampled_from(["keep", "keep", "replace", "replace", "replace", "drop", "before", "after"]))
     value = draw(raw_values)
@@ -198,7 +204,7 @@ domains = st.sampled_from([("media", "media.image"), ("notification", "notificat
 @st.composite
 def arbitrary_json(draw: st.DrawFn) -> Hostile:
     domain, routing_key = draw(domains)
-    value = draw(json_values | st.dictionaries(st.sampled_from(sorted(SCHEMAS[domain].model_fields)), json_values))
+    value = draw(json_values | st.dictionaries(st.sampled_from(sorted(schema_fields(domain))), json_values))
     return Hostile(domain, routing_key, json.dumps(value).encode())  # NaN and Infinity included
 
 
@@ -247,7 +253,7 @@ def as_job(message: Hostile, parsed: ParsedJob) -> Envelope:
     assert parsed.job_type == f"{domain}.{kind}"
     if domain != OTP and "." in message.routing_key:
         assert message.routing_key.split(".")[1] == kind
-    assert set(parsed.payload) <= set(SCHEMAS[domain].model_fields), "unknown fields are dropped"
+    assert set(parsed.payload) <= schema_fields(domain), "unknown fields are dropped"
     envelope = Envelope.sealed(
         job_id=parsed.job_id or uuid.uuid4().hex,
         job_type=parsed.job_type,
@@ -365,7 +371,7 @@ def test_a_fuzzed_stream_through_rabbitmq_is_queued_or_dead_lettered_and_the_con
     assert len(queued) == len(jobs), "every valid message is one job"
     for item in queued:
         envelope = Envelope.from_dict(item)
-        for name in SEALED_FIELDS:
+        for name in jobtypes.sealed_fields():
             if name in envelope.payload:
                 envelope.payload[name] = envelope.reveal(name)
         assert envelope.payload in [outcome(m).payload for m in jobs.values()]

@@ -28,10 +28,10 @@ from django.conf import settings
 from PIL import Image
 from rq import Queue, SimpleWorker
 
+from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue
 from supworker.models import DeadLetter, JobRun
 from supworker.models.messenger import Message
-from supworker.policy import POLICIES
 from tests.media_files import MediaFiles, MediaHarness, ffmpeg, probe, stored_path
 
 pytestmark = [
@@ -166,7 +166,7 @@ def run_as_worker(media: MediaHarness, redis_conn, cases: list[Case]) -> dict[st
         envelope = media.envelope(case.kind, key, message.id, job_id=f"fuzz-{number}-{uuid.uuid4().hex[:6]}")
         jobs[envelope.job_id] = (case, message)
         submissions.append(Submission(envelope, f"id:{envelope.job_id}", 3600))
-        queue_of[envelope.job_id] = POLICIES[envelope.job_type].queue_for(None)
+        queue_of[envelope.job_id] = jobtypes.job_type(envelope.job_type).queue_for(None)
     enqueue(redis_conn, submissions, queue_of)
     queues = [Queue(name, connection=redis_conn) for name in ("media_high", "media")]
     assert SimpleWorker(queues, connection=redis_conn).work(burst=True)

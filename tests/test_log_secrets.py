@@ -473,7 +473,7 @@ def test_both_log_formats_hide_credentials_codes_tokens_and_addresses(tmp_path):
     redis_password = urlsplit(config.redis_url).password
     code, token = otp_code(), fcm_token()
     try:
-        raise ConnectionError(f"cannot reach {config.redis_url} as mailer/{config.smtp_password}")
+        raise ConnectionError(f"cannot reach {config.redis_url} as mailer/{config.notifications.smtp_password}")
     except ConnectionError:
         exc_info = sys.exc_info()
     # As RQ logs a failing job: job_id and queue passed along, job_type not.
@@ -495,5 +495,6 @@ def test_both_log_formats_hide_credentials_codes_tokens_and_addresses(tmp_path):
         line = spec.pop("()")(**spec).format(record)
         assert "b***@example.com" in line and "+***23" in line and "ConnectionError" in line, line
         assert "[notifications" in line if name == "text" else json.loads(line)["queue"] == "notifications"
-        for value in (config.secret_key, config.smtp_password, redis_password, code, token, "bob.smith", "4155550123"):
+        hidden = (config.secret_key, config.notifications.smtp_password, redis_password, code, token)
+        for value in (*hidden, "bob.smith", "4155550123"):
             assert value not in line, (name, value, line)

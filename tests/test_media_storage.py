@@ -3,8 +3,6 @@ keys, reruns that overwrite, missing objects, an unreachable store, and temporar
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from botocore.config import Config as BotoConfig
 from PIL import Image
@@ -95,7 +93,7 @@ def test_a_redelivered_failure_does_not_undo_ready_media(media, settings):
     key = media.upload("alpha.png")
     message = media.message()
     media.run("image", key, message.id)
-    settings.CONFIG = dataclasses.replace(settings.CONFIG, media_image_max_bytes=1024)
+    settings.CONFIG = settings.CONFIG.with_section("media", image_max_bytes=1024)
     with pytest.raises(PermanentError):
         media.run("image", media.upload("large.jpg"), message.id)
     message.refresh_from_db()

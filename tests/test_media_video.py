@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -9,8 +10,8 @@ import psutil
 import pytest
 
 from media_jobs import video
-from media_jobs.limits import Deadline, MediaLimits
-from supworker import policy
+from media_jobs.limits import Deadline
+from supworker import jobtypes
 from supworker.handlers import PermanentError
 from tests.helpers import wait_for
 from tests.media_files import large_video, probe, set_limits, stored_path
@@ -133,18 +134,17 @@ def long_video(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ffmpeg_is_killed_when_the_job_runs_out_of_time(tmp_path, long_video):
+def test_ffmpeg_is_killed_when_the_job_runs_out_of_time(tmp_path, long_video, settings):
     with pytest.raises(PermanentError, match="took longer than the 1 s this job may take; ffmpeg was stopped"):
-        video.process(long_video, tmp_path, MediaLimits.from_settings(), Deadline(1))
+        video.process(long_video, tmp_path, settings.CONFIG.media, Deadline(1))
     leftovers = [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()]
     assert leftovers == []
 
 
 @pytest.mark.slow
 def test_a_timed_out_job_fails_its_message_and_leaves_no_temporary_files(media, monkeypatch, long_video):
-    monkeypatch.setitem(
-        policy.POLICIES, "media.video", policy.JobPolicy("media.video", "media", "media_high", 1, timeout=6)
-    )
+    video_type = jobtypes.job_type("media.video")
+    monkeypatch.setitem(jobtypes._JOB_TYPES, "media.video", dataclasses.replace(video_type, timeout=6))
     message = media.message()
     key = "uploads/long.mp4"
     from django.core.files import File

@@ -13,7 +13,8 @@ NO_ENV_FILE = {"SUPWORKER_ENV_FILE": os.devnull}
 
 
 def load(**environ: str):
-    return load_config(NO_ENV_FILE | environ)
+    """The notifications section, read from `environ` the way the processes read it."""
+    return load_config(NO_ENV_FILE | environ).notifications
 
 
 def test_defaults():

@@ -125,9 +125,8 @@ def test_the_rate_limit_holds_across_limiters(redis_conn):
 
 
 def test_the_rate_limit_defers_what_it_cannot_send_in_time(smtp_server, redis_conn, settings):
-    import dataclasses
 
-    settings.CONFIG = dataclasses.replace(settings.CONFIG, email_rate_per_second=2)
+    settings.CONFIG = settings.CONFIG.with_section("notifications", email_rate_per_second=2)
     jobs = [envelope("notification.email", title="t", body="b", email=f"r{i}@example.com") for i in range(5)]
     started = time.monotonic()
     outcomes = email.send_batch(jobs, email.compose_notification)

@@ -5,7 +5,6 @@ and the same errors either way."""
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import time
 
@@ -32,8 +31,8 @@ def use_server(settings):
 
 def _use_server(settings):
     def use(server: FcmServer | None, client: str, url: str = "", timeout_s: int = 10) -> None:
-        settings.CONFIG = dataclasses.replace(
-            settings.CONFIG,
+        settings.CONFIG = settings.CONFIG.with_section(
+            "notifications",
             fcm_endpoint=url or server.url,
             fcm_access_token=server.token if server else "loopback-static-token",
             fcm_project_id="sup-transport",

@@ -78,6 +78,6 @@ def test_the_console_backend_logs_without_number_or_code(redis_conn, caplog, set
     job = envelope(
         "notification.sms", title="", body="", phoneNumber="+14155550199", otp="123987", data={"kind": "otp"}
     )
-    assert settings.CONFIG.sms_backend == "console"
+    assert settings.CONFIG.notifications.sms_backend == "console"
     assert sms.send_batch([job])[0].ok
     assert "+***99" in caplog.text and "123987" not in caplog.text and "14155550199" not in caplog.text

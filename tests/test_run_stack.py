@@ -25,9 +25,9 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from notifications.models import Notification
+from supworker import jobtypes
 from supworker.models import JobRun
 from supworker.models.messenger import Message, UserSession
-from supworker.queues import QUEUES
 from supworker.rabbit.publisher import Publisher
 from supworker.stats import CONSUMERS_KEY
 from tests.helpers import rq_items, wait_for
@@ -130,7 +130,9 @@ def jobs_in_hand(redis) -> list[str] | None:
     """The RQ jobs started, once all 8 workers are busy."""
     if sum(worker.get_state() == "busy" for worker in Worker.all(connection=redis)) < 8:
         return None
-    started = [job_id for spec in QUEUES for job_id in StartedJobRegistry(spec.name, connection=redis).get_job_ids()]
+    started = [
+        job_id for spec in jobtypes.queues() for job_id in StartedJobRegistry(spec.name, connection=redis).get_job_ids()
+    ]
     return started if len(started) == 8 else None
 
 
@@ -223,7 +225,7 @@ def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(t
         assert CLEAN_STOP[name.split(".")[0]] in lines, f"{name} did not stop cleanly:\n{lines[-2000:]}"
         assert "Traceback" not in lines and "cold shut down" not in lines, lines[-2000:]
     assert redis_conn.scard("rq:workers") == 0, "workers deregister on a clean shutdown"
-    for spec in QUEUES:
+    for spec in jobtypes.queues():
         assert StartedJobRegistry(spec.name, connection=redis_conn).count == 0, f"a job left started in {spec.name}"
 
     # Each job in hand at SIGTERM ran to its end; those still queued did not start.
@@ -232,7 +234,7 @@ def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(t
     assert set(runs.values()) == {"succeeded"}, "every job that started ran to success"
     in_hand_items = {item["job_id"] for job_id in in_hand for item in Job.fetch(job_id, connection=redis_conn).args[0]}
     assert in_hand_items <= set(runs)
-    queued = [item["job_id"] for item in rq_items(redis_conn, *(spec.name for spec in QUEUES))]
+    queued = [item["job_id"] for item in rq_items(redis_conn, *(spec.name for spec in jobtypes.queues()))]
     assert len(queued) == len(set(queued)) and not set(queued) & set(runs), "nothing queued at SIGTERM started"
     video_runs = {body["messageId"] for _, body in videos if body["jobId"] in runs}
     statuses = dict(

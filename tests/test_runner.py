@@ -16,7 +16,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from supworker import handlers, policy
+from supworker import handlers, jobtypes
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.handlers import PermanentError, TransientError
@@ -41,9 +41,9 @@ def test_job_types(monkeypatch, rabbit_names):
     monkeypatch.setattr(handlers, "_HANDLERS", dict(handlers._HANDLERS))
     for name in ("test.item", "test.batch"):
         monkeypatch.setitem(
-            policy.POLICIES,
+            jobtypes._JOB_TYPES,
             name,
-            policy.JobPolicy(name, queue=QUEUE, high_queue=QUEUE, priority=0, timeout=10, batch_size=10),
+            jobtypes.JobType(name, queue=QUEUE, high_queue=QUEUE, priority=0, timeout=10, batch_size=10),
         )
 
     @handlers.handles("test.item")

@@ -36,12 +36,12 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic
 from redis import Redis, RedisError
 
+from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.masking import dead_letter_body, mask_payload
 from supworker.models import DeadLetter
 from supworker.payloads import InvalidMessage, parse_message, usable_message_id
-from supworker.policy import POLICIES
 from supworker.rabbit import topology
 from supworker.shutdown import requested_since
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
@@ -267,7 +267,7 @@ class Consumer:
                 routing_key=delivery.routing_key,
             )
             submissions.append(Submission(envelope, dedup_key, dedup_ttl))
-            queue_of[job_id] = POLICIES[parsed.job_type].queue_for(parsed.priority)
+            queue_of[job_id] = jobtypes.job_type(parsed.job_type).queue_for(parsed.priority)
 
         for delivery, reason in rejected:
             self._dead_letter(delivery, reason)

@@ -7,7 +7,8 @@
     default exchange     ─ service_send_otp (the LMS OTP worker's queue, declared as it did)
     supworker.dead (topic) ─ #            → supworker.dead_letters
 
-("supworker" is RABBITMQ_QUEUE_PREFIX.) Rejected messages are republished to supworker.dead
+("supworker" is RABBITMQ_QUEUE_PREFIX; each domain app declares its domains and their queues
+in its jobtypes.py, the drawing shows those of today.) Rejected messages are republished to supworker.dead
 with the reason in their headers; the domain queues also name it as their RabbitMQ
 dead-letter exchange, as a safety net.
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import ChannelClosedByBroker
+
+from supworker import jobtypes
 
 NOT_FOUND = 404  # AMQP reply code
 
@@ -44,7 +47,7 @@ def dead_letter_queue() -> str:
 @dataclass(frozen=True)
 class Source:
     queue: str
-    domain: str  # key of supworker.payloads.SCHEMAS
+    domain: str  # the name of a supworker.jobtypes.Domain
     binding: str | None  # routing-key pattern on the main exchange; None for the default exchange
     adopted: bool = False  # another service's queue (RABBITMQ_ADOPT_QUEUES): consumed, never declared
 
@@ -53,11 +56,14 @@ def sources() -> list[Source]:
     config = settings.CONFIG
     prefix = config.rabbitmq_queue_prefix
     return [
-        Source(f"{prefix}.media", "media", "media.#"),
-        Source(f"{prefix}.notifications", "notification", "notification.#"),
-        Source(f"{prefix}.cleanup", "cleanup", "cleanup.#"),
-        Source(f"{prefix}.devices", "device", "device.#"),
-        Source(config.rabbitmq_queue_name, "otp", None),
+        *(
+            Source(
+                config.rabbitmq_queue_name if d.rabbit_queue is None else f"{prefix}.{d.rabbit_queue}",
+                d.name,
+                d.binding,
+            )
+            for d in jobtypes.domains().values()
+        ),
         *(Source(queue, domain, None, adopted=True) for queue, domain in config.rabbitmq_adopt_queues.items()),
     ]
 

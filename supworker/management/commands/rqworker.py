@@ -1,6 +1,6 @@
 """django-rq's rqworker, where a worker kind stands for its queues and RQ's scheduler is on.
 
-`rqworker media` listens to media_high, then media (supworker.queues.WORKER_QUEUES); a queue's
+`rqworker media` listens to media_high, then media (the worker kinds of supworker/jobtypes.py); a queue's
 name stands for that queue, so `rqworker media_high media` is what it always was. The scheduler
 moves retries back to their queue when they are due: without one on a queue, every retry of its
 jobs waits for ever, so it runs unless --without-scheduler (RQ lets one worker per queue hold it).

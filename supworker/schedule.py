@@ -1,5 +1,9 @@
 """The cron table, registered with rq-scheduler under stable ids.
 
+Its entries are the job types that declare a `cron` (each app's jobtypes.py), under their
+short names (`stories`, `health`), with CRON_<NAME> from the settings; each tick runs its job
+type through the runner like any job.
+
 Registering again changes nothing that is already right, replaces an entry whose schedule
 changed, and unschedules entries that left the table (or were set to off).
 """
@@ -9,13 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import django_rq
 from django.conf import settings
+from django.utils import timezone
 from rq_scheduler import Scheduler
 
-from supworker.policy import POLICIES
+from supworker import jobtypes
+from supworker.envelope import Envelope
+from supworker.runner import run_batch
 
 ID_PREFIX = "supworker-cron-"
-RUN = "cleanup.jobs.run_scheduled"
+RUN = "supworker.schedule.run_scheduled"
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,29 @@ class CronEntry:
 
 
 def cron_table() -> list[CronEntry]:
-    return [CronEntry(name, cron) for name, cron in settings.CONFIG.cleanup.cron.items() if cron != "off"]
+    return [CronEntry(name, cron) for name, cron in settings.CONFIG.cron.items() if cron != "off"]
+
+
+def scheduled_type(name: str) -> jobtypes.JobType:
+    """The job type of the cron entry `name`."""
+    return next(job_type for job_type in jobtypes.scheduled() if job_type.short_name == name)
+
+
+def scheduler() -> Scheduler:
+    """rq-scheduler on the queues' Redis (they all share one)."""
+    return django_rq.get_scheduler(jobtypes.scheduled()[0].queue)
+
+
+def run_scheduled(name: str) -> dict[str, int]:
+    """What a cron entry runs: its job type as a job of its own, one job id per tick.
+
+    Going through the runner gives a scheduled run the same job record, retries and dead
+    letters as any job; a tick run twice (two schedulers) is recognised by its job id.
+    """
+    tick = timezone.now().strftime("%Y%m%dT%H%M")
+    job_type = scheduled_type(name)
+    envelope = Envelope(job_id=f"cron:{name}:{tick}", job_type=job_type.name, payload={"type": name})
+    return run_batch([envelope.to_dict()])
 
 
 def registered(scheduler: Scheduler) -> dict[str, tuple]:
@@ -64,8 +94,8 @@ def register(scheduler: Scheduler) -> dict[str, list[str]]:
             func=RUN,
             args=[entry.name],
             id=entry.id,
-            queue_name=POLICIES[f"cleanup.{entry.name}"].queue,
-            timeout=POLICIES[f"cleanup.{entry.name}"].timeout,
+            queue_name=scheduled_type(entry.name).queue,
+            timeout=scheduled_type(entry.name).timeout,
             result_ttl=settings.CONFIG.job_result_ttl,
             use_local_timezone=False,
         )
