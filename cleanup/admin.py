@@ -2,38 +2,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.template.response import TemplateResponse
 
-from cleanup.models import CronTable, GlobalStatistics, HealthCheckResult, UserStatistics, WebsocketConnection
-from supworker.admin import ReadOnlyRecordAdmin
+from cleanup.models import CronTable
 from supworker.models import JobRun
 from supworker.schedule import next_runs, scheduler
-
-
-@admin.register(WebsocketConnection)
-class WebsocketConnectionAdmin(admin.ModelAdmin):
-    list_display = ("user_id", "device_id", "session_id", "server_id", "connected_at", "last_heartbeat_at")
-    list_filter = ("server_id", "last_heartbeat_at")
-    search_fields = ("user_id", "device_id", "session_id", "server_id")
-    date_hierarchy = "last_heartbeat_at"
-
-
-@admin.register(UserStatistics)
-class UserStatisticsAdmin(ReadOnlyRecordAdmin):
-    list_display = ("user_id", "messages_sent", "stories", "active_sessions", "last_activity_at", "updated_at")
-    search_fields = ("user_id",)
-    ordering = ("-messages_sent",)
-
-
-@admin.register(GlobalStatistics)
-class GlobalStatisticsAdmin(ReadOnlyRecordAdmin):
-    list_display = ("computed_at", "users", "messages", "messages_last_24h", "stories", "active_sessions")
-    date_hierarchy = "computed_at"
-
-
-@admin.register(HealthCheckResult)
-class HealthCheckResultAdmin(ReadOnlyRecordAdmin):
-    list_display = ("checked_at", "healthy", "checks")
-    list_filter = ("healthy", "checked_at")
-    date_hierarchy = "checked_at"
 
 
 @admin.register(CronTable)

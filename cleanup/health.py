@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from cleanup.base import Cleanup, Run
-from cleanup.models import HealthCheckResult
 from monitoring.checks import run_checks
+from monitoring.models import HealthCheckResult
 
 log = logging.getLogger(__name__)
 

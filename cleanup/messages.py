@@ -16,9 +16,8 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
-from supworker.storage import replace
+from supworker import storage
 
 OLD = "created_at < %s"
 COLUMNS = ("id", "sender_id", "chat_id", "content", "media_url", "thumbnail_url", "media_metadata",
@@ -68,7 +67,7 @@ class Messages(Cleanup):
             counts = {}
             if archive:
                 lines = "".join(json.dumps(row, default=str) + "\n" for row in rows).encode()
-                replace(archive_key(rows), ContentFile(gzip.compress(lines)))
+                storage.replace(archive_key(rows), ContentFile(gzip.compress(lines)))
                 counts["archives_written"] = 1
             counts["media_files_deleted"] = storage.delete(
                 storage.key_of(row[column]) for row in rows for column in ("media_url", "thumbnail_url")

@@ -24,8 +24,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from cleanup import storage
 from cleanup.base import Cleanup, Run
+from supworker import storage
 from supworker.enqueue import redis_connection
 
 CURSOR_KEY = "supworker:cleanup:orphaned_media:cursor:"

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
+from supworker import storage
 
 EXPIRED = "deleted_at IS NULL AND created_at < %s"
 PURGEABLE = "deleted_at < %s"

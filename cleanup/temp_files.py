@@ -14,8 +14,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from cleanup import storage
 from cleanup.base import Cleanup, Run, after_clause, count
+from supworker import storage
 
 OLD = "created_at < %s"
 

@@ -25,12 +25,12 @@ from uuid import UUID
 from django.conf import settings
 from pydantic import ValidationError
 
-from media_jobs import results, storage
+from media_jobs import results
 from media_jobs.config import MediaConfig
 from media_jobs.jobtypes import MediaJob
 from media_jobs.limits import Deadline, check_size
-from media_jobs.outputs import Processed
-from supworker import jobtypes
+from media_jobs.outputs import Processed, output_key
+from supworker import jobtypes, storage
 from supworker.envelope import Envelope
 from supworker.handlers import PermanentError
 from supworker.payloads import describe_errors
@@ -89,14 +89,14 @@ def _process(envelope: Envelope, job: MediaJob, processor: Processor) -> dict[st
     limits = settings.CONFIG.media
     deadline = Deadline.for_job(jobtypes.job_type(envelope.job_type).timeout)
     results.mark_processing(job.messageId)
-    check_size(job.type, storage.source_size(job.s3Key), size_limit(job.type, limits))
+    check_size(job.type, storage.size(job.s3Key), size_limit(job.type, limits))
     with job_directory(envelope.job_id) as workdir:
         source = storage.fetch(job.s3Key, workdir)
         check_size(job.type, source.stat().st_size, size_limit(job.type, limits))
         processed = processor(source, workdir, limits, deadline)
         keys: dict[str, str] = {}
         for output in processed.outputs:
-            stored = storage.save(storage.output_key(job.messageId, output.name), output.path, output.content_type)
+            stored = storage.save(output_key(job.messageId, output.name), output.path, output.content_type)
             keys[output.role] = stored.key
     media_key, thumbnail_key = keys["media"], keys.get("thumbnail")
     metadata = processed.metadata

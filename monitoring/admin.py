@@ -3,7 +3,8 @@ from django.template.response import TemplateResponse
 
 from monitoring import job_search
 from monitoring.dashboard import context
-from monitoring.models import Dashboard
+from monitoring.models import Dashboard, HealthCheckResult
+from supworker.admin import ReadOnlyRecordAdmin
 
 
 @admin.register(Dashboard)
@@ -16,3 +17,10 @@ class DashboardAdmin(admin.ModelAdmin):
         if "job" in request.GET:
             data["search"] = job_search.find(request.GET["job"])
         return TemplateResponse(request, "admin/monitoring/dashboard.html", data)
+
+
+@admin.register(HealthCheckResult)
+class HealthCheckResultAdmin(ReadOnlyRecordAdmin):
+    list_display = ("checked_at", "healthy", "checks")
+    list_filter = ("healthy", "checked_at")
+    date_hierarchy = "checked_at"

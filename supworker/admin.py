@@ -8,7 +8,18 @@ from django.utils import timezone
 
 from supworker.enqueue import redis_connection, requeue
 from supworker.envelope import Envelope
-from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
+from supworker.models import (
+    DeadLetter,
+    GlobalStatistics,
+    JobRun,
+    Message,
+    Story,
+    TemporaryFile,
+    UserPrekey,
+    UserSession,
+    UserStatistics,
+    WebsocketConnection,
+)
 
 
 class ReadOnlyRecordAdmin(admin.ModelAdmin):
@@ -63,6 +74,27 @@ class TemporaryFileAdmin(admin.ModelAdmin):
     search_fields = ("file_path",)
     date_hierarchy = "created_at"
     readonly_fields = ("id", "created_at")
+
+
+@admin.register(WebsocketConnection)
+class WebsocketConnectionAdmin(admin.ModelAdmin):
+    list_display = ("user_id", "device_id", "session_id", "server_id", "connected_at", "last_heartbeat_at")
+    list_filter = ("server_id", "last_heartbeat_at")
+    search_fields = ("user_id", "device_id", "session_id", "server_id")
+    date_hierarchy = "last_heartbeat_at"
+
+
+@admin.register(UserStatistics)
+class UserStatisticsAdmin(ReadOnlyRecordAdmin):
+    list_display = ("user_id", "messages_sent", "stories", "active_sessions", "last_activity_at", "updated_at")
+    search_fields = ("user_id",)
+    ordering = ("-messages_sent",)
+
+
+@admin.register(GlobalStatistics)
+class GlobalStatisticsAdmin(ReadOnlyRecordAdmin):
+    list_display = ("computed_at", "users", "messages", "messages_last_24h", "stories", "active_sessions")
+    date_hierarchy = "computed_at"
 
 
 @admin.register(JobRun)

@@ -11,9 +11,20 @@ from django.urls import reverse
 from django_rq.models import Dashboard
 from rq import Queue
 
-from cleanup.models import GlobalStatistics, HealthCheckResult, UserStatistics, WebsocketConnection
+from monitoring.models import HealthCheckResult
 from notifications.models import Device, Notification
-from supworker.models import DeadLetter, JobRun, Message, Story, TemporaryFile, UserPrekey, UserSession
+from supworker.models import (
+    DeadLetter,
+    GlobalStatistics,
+    JobRun,
+    Message,
+    Story,
+    TemporaryFile,
+    UserPrekey,
+    UserSession,
+    UserStatistics,
+    WebsocketConnection,
+)
 from tests.test_cron import submit_cleanup, work
 
 pytestmark = pytest.mark.django_db

@@ -20,12 +20,21 @@ from django.db import connection
 from django.utils import timezone
 
 from cleanup.base import Options, advisory_lock
-from cleanup.models import GlobalStatistics, HealthCheckResult, UserStatistics, WebsocketConnection
 from cleanup.orphaned_media import CURSOR_KEY
 from cleanup.registry import CLEANUPS
+from monitoring.models import HealthCheckResult
 from notifications.models import Device
 from supworker.handlers import PermanentError
-from supworker.models import Message, Story, TemporaryFile, UserPrekey, UserSession
+from supworker.models import (
+    GlobalStatistics,
+    Message,
+    Story,
+    TemporaryFile,
+    UserPrekey,
+    UserSession,
+    UserStatistics,
+    WebsocketConnection,
+)
 from tests.helpers import rq_items
 
 pytestmark = pytest.mark.django_db(transaction=True)

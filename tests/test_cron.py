@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
-from cleanup.models import HealthCheckResult
+from monitoring.models import HealthCheckResult
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
 from supworker.models import JobRun, UserSession

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from media_jobs import storage
+from supworker import storage
 from supworker.handlers import PermanentError
 from tests.media_files import concat_playlist_disguised_as_mp4, hls_playlist_disguised_as_mp4
 
@@ -87,6 +87,6 @@ def test_keys_are_checked_again_before_any_storage_access(media, key, reason, tm
         media.run("image", key, message.id)
     message.refresh_from_db()
     assert message.media_status == "failed" and "s3Key" in message.media_error
-    for access in (storage.source_size, lambda k: storage.fetch(k, tmp_path)):
+    for access in (storage.size, lambda k: storage.fetch(k, tmp_path)):
         with pytest.raises(PermanentError, match=reason):
             access(key)

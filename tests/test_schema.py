@@ -348,3 +348,72 @@ def test_every_migration_step_on_a_messenger_table_is_made_as_a_guest():
         and (app, getattr(operation, "model_name", getattr(operation, "name", "")).lower()) in seed_models
     ]
     assert plain == []
+
+
+# Tables the cleanup app created and held until their models moved to the apps they belong to.
+MOVED_MODELS = {
+    "websocketconnection": ("websocket_connections", "supworker"),
+    "userstatistics": ("user_statistics", "supworker"),
+    "globalstatistics": ("global_statistics", "supworker"),
+    "healthcheckresult": ("health_check_results", "monitoring"),
+}
+MOVE_MIGRATIONS = (
+    ("supworker", "0007_messenger_tables_from_cleanup"),
+    ("monitoring", "0002_health_check_results_from_cleanup"),
+    ("cleanup", "0003_move_tables_to_their_apps"),
+)
+
+
+def test_models_moved_between_apps_keep_their_tables_rows_and_permissions(new_database):
+    load(new_database, EARLIER_SUPWORKER)  # it has cleanup's migrations of these tables applied
+    query(new_database, "INSERT INTO websocket_connections (user_id, server_id) VALUES (gen_random_uuid(), 'gw-1')")
+    query(
+        new_database,
+        "INSERT INTO user_statistics (user_id, messages_sent, stories, active_sessions) "
+        "VALUES (gen_random_uuid(), 3, 0, 1)",
+    )
+    query(
+        new_database,
+        "INSERT INTO global_statistics (users, messages, messages_last_24h, stories, active_sessions) "
+        "VALUES (1, 3, 1, 0, 1)",
+    )
+    query(new_database, "INSERT INTO health_check_results (healthy, checks) VALUES (true, '{}')")
+    # What that release's post_migrate made, and an operator granted: a group allowed to view them.
+    ((group,),) = query(new_database, "INSERT INTO auth_group (name) VALUES ('operators') RETURNING id")
+    for model in MOVED_MODELS:
+        ((content_type,),) = query(
+            new_database,
+            "INSERT INTO django_content_type (app_label, model) VALUES ('cleanup', %s) RETURNING id",
+            [model],
+        )
+        ((permission,),) = query(
+            new_database,
+            "INSERT INTO auth_permission (name, content_type_id, codename) VALUES (%s, %s, %s) RETURNING id",
+            [f"Can view {model}", content_type, f"view_{model}"],
+        )
+        query(
+            new_database,
+            "INSERT INTO auth_group_permissions (group_id, permission_id) VALUES (%s, %s)",
+            [group, permission],
+        )
+    tables = [table for table, _ in MOVED_MODELS.values()]
+    storage_of_tables = "SELECT relname, oid, relfilenode FROM pg_class WHERE relname = ANY(%s)"
+    before = query(new_database, storage_of_tables, [tables])
+
+    migrate(new_database)
+
+    assert query(new_database, storage_of_tables, [tables]) == before, "no table dropped, created or rewritten"
+    counts = [query(new_database, f"SELECT count(*) FROM {table}")[0][0] for table in tables]  # noqa: S608
+    assert counts == [1, 1, 1, 1], "every row kept"
+    granted = query(
+        new_database,
+        """SELECT ct.app_label, ct.model FROM auth_group_permissions gp
+           JOIN auth_permission p ON p.id = gp.permission_id
+           JOIN django_content_type ct ON ct.id = p.content_type_id""",
+    )
+    assert sorted(granted) == sorted((app, model) for model, (_, app) in MOVED_MODELS.items())
+    for app, name in MOVE_MIGRATIONS:
+        shown = run_manage("sqlmigrate", app, name, env=database_url(new_database), timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        statements = [line for line in shown.stdout.splitlines() if line and not line.startswith("--")]
+        assert statements in ([], ["BEGIN;", "COMMIT;"]), shown.stdout

@@ -22,11 +22,9 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image
 
-from cleanup import storage as cleanup_storage
-from media_jobs.storage import source_size
+from supworker import storage
 from supworker.handlers import TransientError
 from supworker.models import JobRun, Message, Story
-from supworker.storage import replace
 from tests.helpers import ManagedProcesses, run_manage, wait_for
 from tests.ingest_fixtures import subprocess_env
 from tests.notification_helpers import submit
@@ -152,10 +150,10 @@ def test_orphaned_media_keeps_objects_rows_name_by_any_plain_url_of_the_bucket(s
 @pytest.mark.parametrize("key", ["media/a/b.jpg", "media/a/IMG 0001 (1)~.jpg", "media/a/100%.jpg", "media/a/?#.jpg"])
 def test_every_url_of_a_key_reads_back_as_that_key_and_other_stores_urls_as_none(s3_storage, key):
     bucket = s3_storage
-    forms = cleanup_storage.url_forms(key)
+    forms = storage.url_forms(key)
     assert {template.format(key=quote(key)) for template in plain_urls(bucket).values()} <= forms
-    assert {form: cleanup_storage.key_of(form) for form in forms} == dict.fromkeys(forms, key)
-    assert cleanup_storage.key_of(default_storage.url(key)) == key, "a presigned URL, signature and all"
+    assert {form: storage.key_of(form) for form in forms} == dict.fromkeys(forms, key)
+    assert storage.key_of(default_storage.url(key)) == key, "a presigned URL, signature and all"
     for foreign in (
         f"https://another-bucket.s3.amazonaws.com/{key}",
         f"https://s3.amazonaws.com/another-bucket/{key}",
@@ -163,7 +161,7 @@ def test_every_url_of_a_key_reads_back_as_that_key_and_other_stores_urls_as_none
         f"https://cdn.example.com/media/{key}",
         "/static/a.jpg",
     ):
-        assert cleanup_storage.key_of(foreign) is None, foreign
+        assert storage.key_of(foreign) is None, foreign
 
 
 def test_old_messages_are_archived_to_the_bucket_and_their_media_deleted_from_it(s3_storage):
@@ -206,12 +204,12 @@ def test_wrong_aws_credentials_are_refused_by_the_store(s3_storage, settings, wr
     settings.STORAGES = settings.STORAGES | {"default": storage_from_environment(bucket.env | wrong)}
 
     with pytest.raises(ClientError) as listing:
-        next(cleanup_storage.list_objects("uploads/"))
+        next(storage.list_objects("uploads/"))
     assert listing.value.response["Error"]["Code"] == refusal
     with pytest.raises(ClientError) as writing:
-        replace(f"media/{uuid.uuid4()}/processed/image.jpg", ContentFile(b"output"))
+        storage.replace(f"media/{uuid.uuid4()}/processed/image.jpg", ContentFile(b"output"))
     assert writing.value.response["Error"]["Code"] == refusal
     # A HEAD answer has no body: S3 says only 403, and the media job names the store and the key.
     with pytest.raises(TransientError, match=rf"media store unavailable while reading '{upload}'.*\(403\).*Forbidden"):
-        source_size(upload)
+        storage.size(upload)
     assert set(bucket.objects()) == {upload}, "nothing was written"

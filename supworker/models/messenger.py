@@ -4,6 +4,10 @@ The schema is the seed's (supworker.messenger_ddl): `TIMESTAMP` columns without 
 ids without a default, nullable times. supworker adds only columns that have a constant
 default (so the API's inserts, which name only the seed's columns, keep working) and indexes
 built concurrently (supworker/adoption.py). Table names are the messenger's own.
+
+The last three, websocket connections and the statistics the cleanups aggregate, are not in the
+seed: supworker created them as ordinary Django tables (their first migrations are in the
+cleanup app, which held them until they moved here).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from supworker.models.fields import MessengerTimestamp, seed_id
+from supworker.models.fields import MessengerTimestamp, created_at, seed_id, uuid_pk
 
 
 def seed_created_at() -> MessengerTimestamp:
@@ -151,3 +155,57 @@ class TemporaryFile(models.Model):
 
     def __str__(self) -> str:
         return self.file_path
+
+
+class WebsocketConnection(models.Model):
+    """One open websocket of a device; the gateway refreshes last_heartbeat_at while it lives."""
+
+    id = uuid_pk()
+    user_id = models.UUIDField(db_index=True)
+    device_id = models.TextField(null=True, blank=True)
+    session_id = models.UUIDField(null=True, blank=True, db_index=True, help_text="user_sessions.id")
+    server_id = models.CharField(max_length=128, help_text="the gateway process holding the socket")
+    connected_at = created_at()
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "websocket_connections"
+        indexes = [models.Index(fields=["last_heartbeat_at", "id"], name="websockets_heartbeat_id_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.server_id}"
+
+
+class UserStatistics(models.Model):
+    user_id = models.UUIDField(primary_key=True)
+    messages_sent = models.PositiveBigIntegerField(default=0)
+    stories = models.PositiveIntegerField(default=0)
+    active_sessions = models.PositiveIntegerField(default=0)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "user_statistics"
+        verbose_name_plural = "user statistics"
+
+    def __str__(self) -> str:
+        return str(self.user_id)
+
+
+class GlobalStatistics(models.Model):
+    """One row per aggregation run: the whole service at that moment."""
+
+    id = models.BigAutoField(primary_key=True)
+    computed_at = models.DateTimeField(db_default=Now(), db_index=True)
+    users = models.PositiveBigIntegerField()
+    messages = models.PositiveBigIntegerField()
+    messages_last_24h = models.PositiveBigIntegerField()
+    stories = models.PositiveBigIntegerField()
+    active_sessions = models.PositiveBigIntegerField()
+
+    class Meta:
+        db_table = "global_statistics"
+        verbose_name_plural = "global statistics"
+
+    def __str__(self) -> str:
+        return f"statistics of {self.computed_at:%Y-%m-%d %H:%M}"
