@@ -28,7 +28,6 @@ JOB_TYPES = (
     _cleanup("maintenance", "0 3 * * *", timeout=1800, published=False),
     _cleanup("statistics", "0 */6 * * *", timeout=600, published=False),
     _cleanup("websockets", "*/15 * * * *", published=False),
-    _cleanup("health", "*/5 * * * *", timeout=60, published=False),
     _cleanup("job_records", "30 3 * * *", published=False),
 )
 PUBLISHED = tuple(job_type.short_name for job_type in JOB_TYPES if job_type.published)

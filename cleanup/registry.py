@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cleanup.base import Cleanup
-from cleanup.health import Health
 from cleanup.job_records import JobRecords
 from cleanup.maintenance import Maintenance
 from cleanup.messages import Messages
@@ -19,6 +18,6 @@ CLEANUPS: dict[str, Cleanup] = {
     cleanup.name: cleanup
     for cleanup in (
         Stories(), Sessions(), TempFiles(), Messages(), Prekeys(), OrphanedMedia(),
-        Maintenance(), Statistics(), Websockets(), Health(), JobRecords(),
+        Maintenance(), Statistics(), Websockets(), JobRecords(),
     )
 }  # fmt: skip

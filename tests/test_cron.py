@@ -87,7 +87,7 @@ def test_a_started_scheduler_enqueues_a_due_cron_job_that_a_worker_runs(redis_co
         )
     finally:
         codes = [stop(p) for p in processes]
-    assert run.job_type == "cleanup.health" and run.result["counts"]["postgresql_ok"] == 1
+    assert run.job_type == "monitoring.health" and run.result["counts"]["postgresql_ok"] == 1
     assert HealthCheckResult.objects.filter(healthy=True).exists()
     _, next_run = registered(scheduler)[ID_PREFIX + "health"]
     assert next_run > datetime.now(UTC), "the entry is scheduled again for its next tick"

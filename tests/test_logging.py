@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_job_s_log_lines_carry_its_id_queue_and_type(redis_conn, tmp_path):
-    envelope = Envelope(job_id="log-probe-1", job_type="cleanup.health", payload={"type": "health"})
+    envelope = Envelope(job_id="log-probe-1", job_type="cleanup.websockets", payload={"type": "websockets"})
     enqueue(redis_conn, [Submission(envelope, "id:log-probe-1", 600)], {"log-probe-1": "cleanup"})
     env = subprocess_env({}) | {"LOG_JSON": "true", "LOG_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}
     worker = run_manage("rqworker", "cleanup", "--burst", env=env, timeout=120)
@@ -27,9 +27,9 @@ def test_a_job_s_log_lines_carry_its_id_queue_and_type(redis_conn, tmp_path):
     during_job = [line for line in lines if line["logger"] == "cleanup.base"]
     assert during_job, "the cleanup logs its summary"
     for line in during_job:
-        assert line["queue"] == "cleanup" and line["job_type"] == "cleanup.health" and line["job_id"]
+        assert line["queue"] == "cleanup" and line["job_type"] == "cleanup.websockets" and line["job_id"]
     assert not any(line["level"] == "DEBUG" for line in lines), "LOG_LEVEL=INFO leaves DEBUG out"
     console = [json.loads(line) for line in (worker.stdout + worker.stderr).splitlines() if line.startswith("{")]
-    assert any(line.get("job_type") == "cleanup.health" for line in console), "the console speaks JSON too"
+    assert any(line.get("job_type") == "cleanup.websockets" for line in console), "the console speaks JSON too"
     errors = (tmp_path / "error.log").read_text().splitlines()
     assert all(json.loads(line)["level"] in ("ERROR", "CRITICAL") for line in errors)

@@ -17,6 +17,9 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
+from monitoring.jobs import check_health
+from monitoring.models import HealthCheckResult
+from supworker.envelope import Envelope
 from supworker.models import JobRun
 from tests.helpers import start_manage, stop, wait_for
 from tests.ingest_fixtures import subprocess_env
@@ -240,3 +243,16 @@ def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web,
     assert "cdn" not in html.lower() and '<script src="http' not in html
     web.logout()
     assert web.get("/admin/monitoring/dashboard/").status_code == 302
+
+
+HEALTH = Envelope(job_id="cron:health:test", job_type="monitoring.health", payload={"type": "health"})
+
+
+def test_health_check_records_each_dependency_and_logs_a_failure(settings, caplog):
+    assert check_health(HEALTH)["counts"] == {"postgresql_ok": 1, "redis_ok": 1, "rabbitmq_ok": 1, "storage_ok": 1}
+    assert HealthCheckResult.objects.get().healthy is True
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, rabbitmq_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    assert check_health(HEALTH)["counts"]["rabbitmq_ok"] == 0
+    latest = HealthCheckResult.objects.latest("checked_at")
+    assert latest.healthy is False and latest.checks["rabbitmq"]["error"]
+    assert "health check rabbitmq failed" in caplog.text

@@ -122,9 +122,9 @@ def test_rqworker_pool_takes_worker_kinds_too(media, media_temp_dir, local_stora
 
 
 def scheduled_health_check(redis_conn) -> str:
-    """A cleanup.health job waiting in RQ's scheduled registry and due now, as a retry waits."""
+    """A monitoring.health job waiting in RQ's scheduled registry and due now, as a retry waits."""
     queue = Queue("cleanup", connection=redis_conn)
-    health = Envelope(job_id=f"sched-{uuid.uuid4().hex[:8]}", job_type="cleanup.health", payload={"type": "health"})
+    health = Envelope(job_id=f"sched-{uuid.uuid4().hex[:8]}", job_type="monitoring.health", payload={"type": "health"})
     (job,) = create_jobs(queue, batch_jobs(queue, [health]))
     queue.schedule_job(job, datetime.now(UTC))
     assert ScheduledJobRegistry(queue=queue).get_job_ids() == [job.id]
