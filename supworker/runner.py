@@ -5,17 +5,24 @@ PermanentError → dead-lettered at once; any other failure → retried after
 min(BASE * 2^n + jitter, MAX) (or the provider's Retry-After) until MAX_RETRIES, then
 dead-lettered. Dead items are recorded in PostgreSQL and put in RQ's failed registry as a job
 of their own, so RQ's "requeue" runs exactly them again.
+
+`run_here` runs items the same way in a command's own process (`manage.py cleanup`): the same
+records, dead letters, counters and on_settled listeners, with no RQ job and no retries.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.job import Job
 from rq.job import JobStatus as RQJobStatus
@@ -23,7 +30,7 @@ from rq.registry import FailedJobRegistry
 from rq.results import Result
 
 from supworker import records
-from supworker.enqueue import batch_jobs, create_jobs
+from supworker.enqueue import batch_jobs, create_jobs, redis_connection
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, Settled, TransientError, handler_for, report_settled
 from supworker.models.job_records import JobStatus
@@ -31,6 +38,7 @@ from supworker.policy import retry_delay
 from supworker.stats import count_outcomes, observe_duration
 
 log = logging.getLogger(__name__)
+Handler = Callable[[list[Envelope]], list[Outcome]]  # a batch handler, as handlers.handles_batch registers
 
 
 def run_batch(items: list[dict]) -> dict[str, int]:
@@ -44,8 +52,69 @@ def run_batch(items: list[dict]) -> dict[str, int]:
     envelopes = [Envelope.from_dict(item) for item in items]
     started = timezone.now()
     pending = records.start(envelopes, queue.name, job.id)
-    outcomes = handle(pending)
+    settlement = settle(pending, handle(pending), started, retries=True)
+    if settlement.retry:
+        schedule_retries(queue, settlement.retry, seed=job.id)
+    if settlement.dead:
+        park_in_failed_registry(queue, settlement.dead, seed=job.id)
+    report_settled(settlement.settled)
+    count(settlement, job.connection)
+    return settlement.summary(skipped=len(envelopes) - len(pending))
 
+
+HERE = "manage.py"  # the queue a record names for an item run in a command's own process
+
+
+def run_here(envelopes: list[Envelope], handler: Handler | None = None) -> list[Settled]:
+    """Run items now, in this process (a management command), recorded and counted as run_batch
+    records and counts them; `handler` replaces the job type's registered one when given.
+
+    Nothing here retries: a terminal is no worker, and a record left `retrying` would promise a
+    retry that never comes. So any failure is final, as for an item out of retries: recorded
+    failed and dead-lettered, where an operator can requeue it to a worker. An interrupt (Ctrl-C)
+    settles the items the same way before it goes on, so no record is left `running`.
+    """
+    started = timezone.now()
+    pending = records.start(envelopes, HERE, "")
+    try:
+        outcomes = handle(pending, handler)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: handle() turns the rest into outcomes
+        settle_here(settle(pending, [Outcome.failure(e, exc) for e in pending], started, retries=False))
+        raise
+    settlement = settle(pending, outcomes, started, retries=False)
+    settle_here(settlement)
+    return settlement.settled
+
+
+def settle_here(settlement: Settlement) -> None:
+    report_settled(settlement.settled)
+    try:
+        count(settlement, redis_connection())
+    except RedisError:  # the run is recorded in PostgreSQL; a lost counter is no reason to fail it
+        log.warning("could not count the outcomes of %d item(s) in Redis", len(settlement.settled), exc_info=True)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What the runner decided for each item it ran, recorded: succeeded, retrying, failed for good."""
+
+    settled: list[Settled]
+    retry: list[tuple[Envelope, Outcome]]
+    dead: list[tuple[Envelope, Outcome]]
+    started: datetime
+
+    def summary(self, skipped: int) -> dict[str, int]:
+        return {
+            "succeeded": sum(s.outcome.ok for s in self.settled),
+            "retrying": len(self.retry),
+            "failed": len(self.dead),
+            "skipped": skipped,
+        }
+
+
+def settle(pending: list[Envelope], outcomes: list[Outcome], started: datetime, retries: bool) -> Settlement:
+    """Decide each item's status from its outcome, record it, dead-letter what failed for good;
+    without `retries`, a transient failure is final too."""
     by_id = {e.job_id: e for e in pending}
     statuses: dict[str, str] = {}
     retry: list[tuple[Envelope, Outcome]] = []
@@ -54,7 +123,7 @@ def run_batch(items: list[dict]) -> dict[str, int]:
         envelope = by_id[outcome.job_id]
         if outcome.ok:
             statuses[outcome.job_id] = JobStatus.SUCCEEDED
-        elif outcome.permanent or envelope.attempt >= settings.CONFIG.max_retries:
+        elif outcome.permanent or not retries or envelope.attempt >= settings.CONFIG.max_retries:
             statuses[outcome.job_id] = JobStatus.FAILED
             dead.append((envelope, outcome))
             log.error("job %s (%s) failed for good: %s", envelope.job_id, envelope.job_type, outcome.error)
@@ -65,45 +134,38 @@ def run_batch(items: list[dict]) -> dict[str, int]:
     records.finish(outcomes, statuses, started)
     for envelope, outcome in dead:
         records.dead_letter(envelope, outcome.error)
-    if retry:
-        schedule_retries(queue, retry, seed=job.id)
-    if dead:
-        park_in_failed_registry(queue, dead, seed=job.id)
-    report_settled([Settled(by_id[o.job_id], o, statuses[o.job_id]) for o in outcomes])
+    settled = [Settled(by_id[o.job_id], o, statuses[o.job_id]) for o in outcomes]
+    return Settlement(settled, retry, dead, started)
 
-    summary = {
-        "succeeded": sum(o.ok for o in outcomes),
-        "retrying": len(retry),
-        "failed": len(dead),
-        "skipped": len(envelopes) - len(pending),
-    }
+
+def count(settlement: Settlement, connection: Redis) -> None:
+    """Add the items to the per-type outcome counters and duration histogram monitoring reads."""
     by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for outcome in outcomes:
-        kind = "succeeded" if outcome.ok else statuses[outcome.job_id]
-        by_type[by_id[outcome.job_id].job_type][kind.replace("retrying", "retried")] += 1
-    per_item = (timezone.now() - started).total_seconds() / max(len(outcomes), 1)
-    with job.connection.pipeline(transaction=False) as pipe:
+    for item in settlement.settled:
+        kind = "succeeded" if item.outcome.ok else item.status
+        by_type[item.envelope.job_type][kind.replace("retrying", "retried")] += 1
+    per_item = (timezone.now() - settlement.started).total_seconds() / max(len(settlement.settled), 1)
+    with connection.pipeline(transaction=False) as pipe:
         for job_type, counts in by_type.items():
             count_outcomes(pipe, job_type, **counts)
             observe_duration(pipe, job_type, per_item, items=sum(counts.values()))
         pipe.execute()
-    return summary
 
 
-def handle(envelopes: list[Envelope]) -> list[Outcome]:
-    """Run each type's handler on its items; whatever goes wrong becomes an item's outcome."""
+def handle(envelopes: list[Envelope], handler: Handler | None = None) -> list[Outcome]:
+    """Run each type's handler (or `handler`) on its items; whatever goes wrong becomes an item's outcome."""
     by_type: dict[str, list[Envelope]] = defaultdict(list)
     for envelope in envelopes:
         by_type[envelope.job_type].append(envelope)
     outcomes: list[Outcome] = []
     for job_type, group in by_type.items():
-        handler = handler_for(job_type)
-        if handler is None:
+        run = handler or handler_for(job_type)
+        if run is None:
             error = PermanentError(f"no handler is registered for job type {job_type!r}")
             outcomes.extend(Outcome.failure(e, error) for e in group)
             continue
         try:
-            returned = {o.job_id: o for o in handler(group)}
+            returned = {o.job_id: o for o in run(group)}
         except Exception as exc:
             log.exception("handler for %s raised", job_type)
             returned = {e.job_id: Outcome.failure(e, exc) for e in group}

@@ -34,9 +34,10 @@ from supworker.models import (
     UserStatistics,
     WebsocketConnection,
 )
-from tests.helpers import rq_items
+from tests.helpers import drain_queue, rq_items
 
 pytestmark = pytest.mark.django_db(transaction=True)
+pytest_plugins = ["tests.notification_fixtures"]
 MINUTE = timedelta(minutes=1)
 
 
@@ -188,13 +189,15 @@ def _walk(prefix: str) -> list[str]:
     return [f"{prefix}/{f}" for f in files] + [k for d in dirs for k in _walk(f"{prefix}/{d}")]
 
 
-def test_used_prekeys_go_after_grace_and_users_low_on_prekeys_get_one_silent_push_a_day(redis_conn):
+def test_used_prekeys_go_after_grace_and_users_low_on_prekeys_get_one_silent_push_a_day(redis_conn, fcm_server):
     now = timezone.now()
     low_user, stocked_user, no_device_user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for user in (low_user, stocked_user, no_device_user):
         Device.objects.create(
             user_id=user, registration_id=f"token-{user}", type="android", active=user != no_device_user
         )
+    # Signed in, no prekeys left: asked too; only the push handler knows it has no device to wake.
+    UserSession.objects.create(user_id=no_device_user, last_active_at=now)
     for n in range(12):
         UserPrekey.objects.create(user_id=stocked_user, prekey_id=n, public_key="BQ==")
     UserPrekey.objects.create(user_id=low_user, prekey_id=1, public_key="BQ==")
@@ -205,13 +208,20 @@ def test_used_prekeys_go_after_grace_and_users_low_on_prekeys_get_one_silent_pus
         user_id=low_user, prekey_id=3, public_key="BQ==", used_at=now - timedelta(days=7) + MINUTE
     )
 
-    assert run("prekeys", dry_run=True)["counts"] == {"used_prekeys_to_remove": 1, "users_low_on_prekeys": 1}
+    assert run("prekeys", dry_run=True)["counts"] == {"used_prekeys_to_remove": 1, "users_low_on_prekeys": 2}
     summary = run("prekeys")
-    assert summary["counts"] == {"prekeys_removed": 1, "refill_pushes_enqueued": 1}
+    assert summary["counts"] == {"prekeys_removed": 1, "refill_pushes_enqueued": 2}
     assert not UserPrekey.objects.filter(pk=gone.pk).exists() and UserPrekey.objects.filter(pk=kept.pk).exists()
-    (push,) = rq_items(redis_conn, "notifications_high")
-    assert push["job_type"] == "notification.push" and push["payload"]["userId"] == str(low_user)
-    assert push["payload"]["data"] == {"kind": "prekeys_low", "unused": "1"} and push["payload"]["title"] == ""
+    pushes = rq_items(redis_conn, "notifications_high")
+    assert {p["job_type"] for p in pushes} == {"notification.push"} and {p["payload"]["title"] for p in pushes} == {""}
+    assert {p["payload"]["data"]["unused"]: p["payload"]["userIds"] for p in pushes} == {
+        "1": [str(low_user)],
+        "0": [str(no_device_user)],
+    }
+    drain_queue(redis_conn, "notifications_high")
+    assert [r["message"]["token"] for r in fcm_server.requests] == [f"token-{low_user}"], "active devices only"
+    (message,) = fcm_server.messages_to(f"token-{low_user}")
+    assert message["data"] == {"kind": "prekeys_low", "unused": "1"} and "notification" not in message
     assert run("prekeys")["counts"].get("refill_pushes_enqueued", 0) == 0, "one request a day"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,8 +22,9 @@ from rq import Queue, SimpleWorker
 from monitoring.models import HealthCheckResult
 from supworker.enqueue import Submission, enqueue
 from supworker.envelope import Envelope
-from supworker.models import JobRun, UserSession
+from supworker.models import DeadLetter, JobRun, UserSession
 from supworker.schedule import ID_PREFIX, register, registered
+from supworker.stats import DURATION_KEY, job_counts
 from tests.helpers import run_manage, run_manage_on_a_terminal, start_manage, stop, wait_for
 from tests.ingest_fixtures import free_port, subprocess_env
 
@@ -167,6 +169,44 @@ def test_a_manage_py_cleanup_that_raises_exits_non_zero_and_records_the_run_as_f
     record = JobRun.objects.get(job_id__startswith="cli:orphaned_media:")
     assert record.status == "failed" and record.error.startswith("EndpointConnectionError: ")
     assert record.finished_at is not None and "Traceback" in record.traceback
+
+
+def test_a_manage_py_cleanup_that_raises_is_dead_lettered_and_counted_as_a_worker_counts_a_failed_job(redis_conn):
+    # In a worker: a job that fails for good (options it can never run with).
+    queued = submit_cleanup(redis_conn, "sessions", {"olderThan": "a while"})
+    work(redis_conn)
+    # From a terminal: listing an S3 bucket where nothing listens raises; nothing retries it there.
+    store = {"AWS_S3_BUCKET": "media", "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    keys = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+    assert run_manage("cleanup", "orphaned_media", env=subprocess_env(store | keys)).returncode == 1
+    by_hand = JobRun.objects.get(job_id__startswith="cli:orphaned_media:")
+    assert by_hand.queue == "manage.py" and by_hand.attempts == 1
+
+    counts, durations = job_counts(redis_conn), redis_conn.hgetall(DURATION_KEY)
+    for record in (JobRun.objects.get(job_id=queued), by_hand):
+        assert record.status == "failed" and record.finished_at is not None
+        assert DeadLetter.objects.get(job_id=record.job_id).error == record.error
+        assert counts[f"{record.job_type}:failed"] == 1 and f"{record.job_type}:retried" not in counts
+        assert durations[f"{record.job_type}|le=+Inf".encode()] == b"1"
+    assert by_hand.error.startswith("EndpointConnectionError: ")
+
+
+def test_ctrl_c_on_manage_py_cleanup_leaves_its_record_failed_not_running(redis_conn, tmp_path):
+    old = timezone.now() - timedelta(days=31)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(20_000)])
+    process = start_manage(
+        "cleanup", "sessions", "--batch-size", "1", log_path=tmp_path / "cleanup.log", env=subprocess_env({})
+    )
+    try:
+        wait_for(lambda: UserSession.objects.count() < 20_000, 60, "the first batches")
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert process.wait(60) != 0
+    finally:
+        stop(process)
+    assert UserSession.objects.count() > 0, "interrupted before the end"
+    record = JobRun.objects.get(job_id__startswith="cli:sessions:")
+    assert record.status == "failed" and record.error.startswith("KeyboardInterrupt")
+    assert record.finished_at is not None
 
 
 def test_manage_py_cleanup_on_a_terminal_draws_a_bar_with_its_total_and_an_eta(redis_conn):

@@ -1,6 +1,8 @@
-"""manage.py cleanup <name> [--dry-run] [--batch-size N] [--older-than DURATION]"""
+"""manage.py cleanup <name> [--dry-run] [--batch-size N] [--older-than DURATION] [--time-budget S]"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -8,10 +10,9 @@ from django.utils import timezone
 from cleanup import progress
 from cleanup.base import Options, parse_duration
 from cleanup.registry import CLEANUPS
-from supworker import records
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome
-from supworker.models.job_records import JobStatus
+from supworker.runner import run_here
 
 
 class Command(BaseCommand):
@@ -36,23 +37,36 @@ class Command(BaseCommand):
         # From a terminal there is no job timeout to respect: run until done unless told otherwise.
         budget = time_budget if time_budget is not None else 24 * 3600
         run_options = Options(dry_run=dry_run, batch_size=batch_size, older_than=age, time_budget_s=budget)
+        # The options a cleanup job's `data` takes, kept in the record and the dead letter: a
+        # requeue of this run from the admin cleans what it was asked to clean.
+        data = {"dryRun": dry_run, "batchSize": batch_size, "olderThan": older_than}
+        envelope = Envelope(
+            job_id=f"cli:{name}:{timezone.now():%Y%m%dT%H%M%S}",
+            job_type=f"cleanup.{name}",
+            payload={"type": name, "data": {key: value for key, value in data.items() if value is not None}},
+        )
 
-        envelope = Envelope(job_id=f"cli:{name}:{timezone.now():%Y%m%dT%H%M%S}", job_type=f"cleanup.{name}", payload={})
-        started = timezone.now()
-        records.start([envelope], "manage.py", "")
-        try:
-            with progress.reporter() as report:
-                summary = CLEANUPS[name](run_options, progress=report)
-        except BaseException as exc:  # Ctrl-C too: the record must not stay `running`
-            failure = Outcome.failure(envelope, exc)  # its error masked, as stored and logged
-            records.finish([failure], {envelope.job_id: JobStatus.FAILED}, started)
-            if not isinstance(exc, Exception):
-                raise
-            raise CommandError(f"cleanup {name} failed: {failure.error}") from exc
-        records.finish([Outcome.success(envelope, summary)], {envelope.job_id: JobStatus.SUCCEEDED}, started)
-        self._print_summary(summary)
+        with progress.reporter() as report:
 
-    def _print_summary(self, summary: dict) -> None:
+            def run_cleanup(envelopes: list[Envelope]) -> list[Outcome]:
+                # The queued job's handler (cleanup/jobs.py) less what a terminal must not do:
+                # hand the rest of an out-of-time run to a worker. Plus this terminal's progress.
+                (item,) = envelopes
+                try:
+                    return [Outcome.success(item, CLEANUPS[name](run_options, progress=report))]
+                except Exception as exc:  # noqa: BLE001 - an outcome, as a job's: its traceback goes to the record
+                    return [Outcome.failure(item, exc)]
+
+            # On Ctrl-C too, run_here records the run failed before the interrupt goes on.
+            settled = run_here([envelope], run_cleanup)
+        if not settled:  # records.start skipped it: the same job id succeeded within this second
+            raise CommandError(f"cleanup {name}: {envelope.job_id} has run already; try again")
+        outcome = settled[0].outcome
+        if not outcome.ok:
+            raise CommandError(f"cleanup {name} failed: {outcome.error}")  # masked, as recorded
+        self._print_summary(outcome.result)
+
+    def _print_summary(self, summary: dict[str, Any]) -> None:
         if "skipped" in summary:
             self.stdout.write(self.style.WARNING(f"{summary['cleanup']}: skipped, {summary['skipped']}"))
             return
