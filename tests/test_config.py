@@ -121,6 +121,27 @@ def test_all_problems_are_reported_together():
     assert sorted(p.split()[0] for p in excinfo.value.problems) == ["LOG_LEVEL", "MAX_RETRIES", "REDIS_PORT"]
 
 
+def test_problems_in_every_app_section_are_reported_with_the_core_s():
+    with pytest.raises(ConfigError) as excinfo:
+        load(
+            MAX_RETRIES="many",
+            MEDIA_IMAGE_MAX_EDGE="big",
+            SMTP_PORT="0",
+            CLEANUP_BATCH_SIZE="-1",
+            CRON_STORIES="hourly",
+        )
+    named = sorted(p.split()[0] for p in excinfo.value.problems)
+    assert named == ["CLEANUP_BATCH_SIZE", "CRON_STORIES", "MAX_RETRIES", "MEDIA_IMAGE_MAX_EDGE", "SMTP_PORT"]
+
+
+def test_each_app_reads_its_own_section():
+    config = load(MEDIA_IMAGE_MAX_EDGE="1024", SMS_RATE_PER_SECOND="3", STORY_TTL_HOURS="12", CRON_HEALTH="off")
+    assert config.media.image_max_edge == 1024
+    assert config.notifications.sms_rate_per_second == 3
+    assert config.cleanup.story_ttl_hours == 12
+    assert config.cron["health"] == "off" and config.cron["stories"] == "0 * * * *"
+
+
 def test_env_file_is_read_and_the_environment_wins(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("RABBITMQ_EXCHANGE=from_file\nRABBITMQ_QUEUE_NAME=otp_from_file\n# a comment\n")
