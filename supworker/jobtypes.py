@@ -21,12 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.util import find_spec
-from typing import TYPE_CHECKING
 
 from django.core.exceptions import ImproperlyConfigured
-
-if TYPE_CHECKING:
-    from supworker.payloads import Message
+from pydantic import BaseModel
 
 MAX_BATCH_TIMEOUT = 600
 
@@ -46,7 +43,7 @@ class WorkerKind:
 @dataclass(frozen=True)
 class Domain:
     name: str  # the routing key's first part
-    schema: type[Message]  # what a message must hold
+    schema: type[BaseModel]  # what a message must hold: a supworker.payloads.Message
     # The RabbitMQ queue, "<RABBITMQ_QUEUE_PREFIX>.<rabbit_queue>", bound to "<name>.#" on the
     # main exchange. None: the LMS queue RABBITMQ_QUEUE_NAME on the default exchange, declared
     # exactly as its publishers declare it.

@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, cast
 
 from pydantic import (
     AfterValidator,
@@ -241,7 +241,7 @@ def parse_message(
     if domain.typed_by_routing_key and "type" not in data:
         data = {**data, "type": _type_from_routing_key(domain, routing_key)}
     try:
-        job = domain.schema.model_validate(data)
+        job = cast(Message, domain.schema.model_validate(data))
     except ValidationError as exc:
         raise InvalidMessage(f"invalid {domain.name} job: {describe_errors(exc)}") from None
 
