@@ -7,3 +7,7 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from notifications import checks  # noqa: F401 - registers the system checks
+        from notifications.lms_metrics import LmsCollector
+        from supworker.metrics import register_collector
+
+        register_collector(LmsCollector())
