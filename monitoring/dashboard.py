@@ -1,8 +1,9 @@
-"""What the admin dashboard shows: queues, the last 24 hours of jobs, OTP e-mails, recent dead letters."""
+"""What the admin dashboard shows: queues, the last 24 hours of jobs, the apps' panels (supworker.dashboard),
+recent dead letters."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection
@@ -11,8 +12,7 @@ from django_rq.settings import get_queues_map
 
 from monitoring import queues
 from monitoring.charts import Bar, stacked_bars
-from notifications import otp_stats
-from supworker.enqueue import redis_connection
+from supworker import dashboard
 from supworker.models import DeadLetter, Message
 
 HOURLY_SQL = """
@@ -32,17 +32,6 @@ def last_24_hours() -> list[Bar]:
     return [Bar(f"{hour:%H}h", *by_hour.get(hour, (0, 0))) for hour in hours]
 
 
-def otp_emails() -> dict[str, Any]:
-    """The LMS worker's statistics (notifications/otp_stats.py), times as datetimes for the template."""
-    stats = otp_stats.read(redis_connection())
-    error = stats.lastError
-    return {
-        "stats": stats,
-        "last_delivered": datetime.fromtimestamp(stats.lastProcessedAt, UTC) if stats.lastProcessedAt else None,
-        "last_error": error | {"at": datetime.fromtimestamp(error["at"], UTC)} if error else None,
-    }
-
-
 def context() -> dict[str, Any]:
     bars = last_24_hours()
     queue_report = queues.report()
@@ -53,7 +42,7 @@ def context() -> dict[str, Any]:
         "chart": stacked_bars(bars),
         "succeeded_24h": sum(b.ok for b in bars),
         "failed_24h": sum(b.failed for b in bars),
-        "otp": otp_emails(),
+        "panels": dashboard.panels(),
         "dead_letters": DeadLetter.objects.filter(requeued_at__isnull=True).order_by("-failed_at")[:10],
         "dead_letter_count": DeadLetter.objects.filter(requeued_at__isnull=True).count(),
         "media_failed": Message.objects.filter(media_status="failed").count(),

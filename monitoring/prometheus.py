@@ -1,5 +1,6 @@
-"""GET /metrics: Prometheus exposition, read at scrape time from Redis and RQ, so every worker
-process's numbers are counted without shared memory between processes."""
+"""The service-wide families on GET /metrics: queues, job outcomes and durations, consumers.
+Read at scrape time from Redis and RQ, so every worker process's numbers are counted without
+shared memory between processes. Registered in supworker.metrics by MonitoringConfig.ready."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from rq import Queue, Worker
 
-from notifications import otp_stats
 from supworker import jobtypes
 from supworker.enqueue import redis_connection
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, DURATION_BUCKETS, DURATION_KEY, job_counts
@@ -30,12 +30,6 @@ CONSUMER_COUNTERS = {
     "rejectedMessages": ("supworker_consumer_rejected_messages", "Invalid messages, dead-lettered"),
     "duplicateMessages": ("supworker_consumer_duplicate_messages", "Messages of a job already enqueued, skipped"),
     "redeliveredMessages": ("supworker_consumer_redelivered_messages", "Messages RabbitMQ delivered again"),
-}
-# The LMS OTP worker's statistics, for OTP e-mails (notifications/otp_stats.py): field -> metric name, help.
-LMS_COUNTERS = {
-    "processedJobs": ("supworker_lms_processed_jobs", "OTP e-mails delivered (the LMS worker's processedJobs)"),
-    "failedJobs": ("supworker_lms_failed_jobs", "OTP e-mails failed for good, after the last retry (failedJobs)"),
-    "retriedJobs": ("supworker_lms_retried_jobs", "Retries of OTP e-mails made (the LMS worker's retriedJobs)"),
 }
 
 
@@ -61,7 +55,6 @@ class SupworkerCollector(Collector):
 
         yield from self._durations(connection)
         yield from self._consumers(connection)
-        yield from self._lms(connection)
 
     def _durations(self, connection):
         raw = connection.hgetall(DURATION_KEY)
@@ -100,16 +93,4 @@ class SupworkerCollector(Collector):
                 family.add_metric([name], float(stats.get(field, 0)))
             last.add_metric([name], float(stats.get("lastMessageAt", 0)))
         yield from counters.values()
-        yield last
-
-    def _lms(self, connection):
-        stats = otp_stats.read(connection)
-        for field, (name, text) in LMS_COUNTERS.items():
-            family = CounterMetricFamily(name, text)
-            family.add_metric([], getattr(stats, field))
-            yield family
-        last = GaugeMetricFamily(
-            "supworker_lms_last_processed_timestamp_seconds", "When an OTP e-mail was last delivered (lastProcessedAt)"
-        )
-        last.add_metric([], stats.lastProcessedAt or 0.0)
         yield last

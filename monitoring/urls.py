@@ -6,7 +6,6 @@ urlpatterns = [
     path("health", views.health_view, name="health"),
     path("health/live", views.live, name="health-live"),
     path("health/ready", views.ready, name="health-ready"),
-    path("health/lms", views.lms_health, name="health-lms"),
     path("metrics", views.prometheus, name="metrics"),
     path("metrics/queues", views.queue_metrics, name="metrics-queues"),
     path("metrics/system", views.system_metrics, name="metrics-system"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +11,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.crypto import constant_time_compare
-from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from django.views.decorators.http import require_POST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitoring import health, job_stats, lms, queues, system
-from monitoring.prometheus import SupworkerCollector
-from supworker import shutdown
-
-_REGISTRY = CollectorRegistry(auto_describe=False)
-_REGISTRY.register(SupworkerCollector())
-
-
-def read_only(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
-    """GET only, never cached. CSRF-exempt: no cookie authorises anything here, and otherwise
-    CsrfViewMiddleware would answer any other method with 403 before require_GET's 405."""
-    return csrf_exempt(never_cache(require_GET(view)))
+from monitoring import health, job_stats, queues, system
+from supworker import metrics, shutdown
+from supworker.endpoints import read_only
 
 
 def _health_response(names: tuple[str, ...] | None = None) -> JsonResponse:
@@ -54,13 +43,6 @@ def ready(request: HttpRequest) -> JsonResponse:
 
 
 @read_only
-def lms_health(request: HttpRequest) -> JsonResponse:
-    """The LMS OTP worker's health object (monitoring/lms.py). Always 200: it is about the workers,
-    not this web process, so a probe pointed at it must not restart the web process."""
-    return JsonResponse(lms.report())
-
-
-@read_only
 def queue_metrics(request: HttpRequest) -> JsonResponse:
     return JsonResponse(queues.report())
 
@@ -77,7 +59,8 @@ def job_metrics(request: HttpRequest) -> JsonResponse:
 
 @read_only
 def prometheus(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(_REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    """Every app's collectors (supworker.metrics), read now."""
+    return HttpResponse(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
 
 OPENAPI = Path(__file__).with_name("openapi.yaml")

@@ -7,3 +7,10 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from notifications import checks  # noqa: F401 - registers the system checks
+        from notifications.dashboard import OTP_PANEL, OTP_PANEL_ORDER, otp_emails
+        from notifications.lms_metrics import LmsCollector
+        from supworker.dashboard import register_panel
+        from supworker.metrics import register_collector
+
+        register_collector(LmsCollector())
+        register_panel(OTP_PANEL, otp_emails, OTP_PANEL_ORDER)

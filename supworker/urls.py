@@ -9,4 +9,5 @@ admin.site.index_title = "Jobs, failures, notifications and media"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("monitoring.urls")),
+    path("", include("notifications.urls")),
 ]
