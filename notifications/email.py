@@ -13,7 +13,6 @@ the message whose answer it was waiting for, under the same Message-ID (notifica
 from __future__ import annotations
 
 import hashlib
-import logging
 import smtplib
 import uuid
 from collections.abc import Callable
@@ -23,18 +22,14 @@ from email.utils import parseaddr
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from notifications import ledger
-from notifications.rate_limit import Allowance, RateLimiter
+from notifications import delivery, ledger
 from notifications.rendering import RenderedEmail, render
-from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 from supworker.masking import HIDDEN, mask_email
 
-logger = logging.getLogger(__name__)
 # OTP jobs carry no user id: the log keys them by a stable pseudonym of the address instead.
 OTP_USER_NAMESPACE = uuid.UUID("6f1d8a4e-2c1b-4d5e-9a3f-0b7c6e5d4a31")
-RATE_LIMITED_RETRY_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,56 +104,54 @@ def withheld(error: Exception, secret: str) -> Exception:
     return type(error)(text)
 
 
-def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed]) -> list[Outcome]:
-    outcomes: dict[str, Outcome] = {}
-    composed: list[tuple[Envelope, Composed]] = []
-    for envelope in envelopes:
+class Channel(delivery.OneAtATime[Composed]):
+    """E-mail as a channel of the shared send loop (notifications/delivery.py)."""
+
+    name = "e-mail"
+    rate_key = "email"
+    rate_slots_for_the_batch = True
+
+    def __init__(self, compose: Callable[[Envelope], Composed]):
+        self._compose = compose
+
+    def compose_one(self, envelope: Envelope) -> delivery.Item[Composed]:
+        composed = self._compose(envelope)
+        return delivery.Item(envelope, composed, composed.delivery)
+
+    def per_second(self) -> int:
+        return settings.CONFIG.notifications.email_rate_per_second
+
+    def sender(self) -> Session:
+        return Session()
+
+    def error_for(self, exc: Exception, message: Composed) -> Exception:
+        return withheld(classify(exc), message.secret)
+
+
+class Session:
+    """One session of Django's e-mail backend for a whole batch."""
+
+    def __init__(self) -> None:
+        self.connection = get_connection(fail_silently=False)
+
+    def send(self, item: Composed) -> str:
+        message = _message(item)
         try:
-            composed.append((envelope, compose(envelope)))
-        except Exception as exc:  # a template or payload problem fails only its item
-            logger.exception("could not compose e-mail for job %s", envelope.job_id)
-            outcomes[envelope.job_id] = Outcome.failure(envelope, PermanentError(f"cannot compose: {exc}"))
+            # Opened by us, the session outlives each send_messages() call (Django's backend
+            # would otherwise open and close one per call); a no-op while it is open.
+            self.connection.open()
+            self.connection.send_messages([message])
+        except Exception:
+            self.connection.close()  # a broken session must not poison the next item: reopened above
+            raise
+        return message.extra_headers["Message-ID"]
 
-    claims = ledger.claim_batch([c.delivery for _, c in composed])
-    to_send: list[tuple[Envelope, Composed, uuid.UUID]] = []
-    for envelope, item in composed:
-        key = (item.delivery.job_id, item.delivery.recipient)
-        if key in claims.rows:
-            to_send.append((envelope, item, claims.rows[key]))
-        else:
-            outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "e-mail")
+    def close(self) -> None:
+        self.connection.close()
 
-    allowance = Allowance(RateLimiter(redis_connection(), "email", settings.CONFIG.notifications.email_rate_per_second))
-    not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
-    connection = get_connection(fail_silently=False)
-    try:
-        for done, (envelope, item, row_id) in enumerate(to_send):
-            if not allowance.grant(len(to_send) - done):
-                error: Exception = TransientError("e-mail rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
-                not_sent.append((row_id, False, str(error), ""))
-                outcomes[envelope.job_id] = Outcome.failure(envelope, error)
-                continue
-            message = _message(item)
-            try:
-                # Opened by us, the session outlives each send_messages() call (Django's backend
-                # would otherwise open and close one per call); a no-op while it is open.
-                connection.open()
-                connection.send_messages([message])
-            except Exception as exc:  # noqa: BLE001 - every failure becomes the item's outcome
-                error = withheld(classify(exc), item.secret)
-                logger.warning("e-mail to %s failed: %s", item.delivery.recipient, error)
-                ledger.record([(row_id, False, f"{type(error).__name__}: {error}", "")])
-                outcomes[envelope.job_id] = Outcome.failure(envelope, error)
-                connection.close()  # a broken session must not poison the next item: reopened above
-                continue
-            sent_id = message.extra_headers["Message-ID"]
-            # At once: a worker killed later in the batch never sends this one again.
-            ledger.record([(row_id, True, "", sent_id)])
-            outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": sent_id})
-    finally:
-        connection.close()
-        ledger.record(not_sent)
-    return [outcomes[e.job_id] for e in envelopes]
+
+def send_batch(envelopes: list[Envelope], compose: Callable[[Envelope], Composed]) -> list[Outcome]:
+    return delivery.deliver(envelopes, Channel(compose))
 
 
 def message_id(job_id: str, address: str, domain: str) -> str:

@@ -49,8 +49,6 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from rq import get_current_job
 
 from notifications.models import Notification
-from supworker.envelope import Envelope
-from supworker.handlers import Outcome, TransientError
 from supworker.masking import mask_text
 
 logger = logging.getLogger(__name__)
@@ -145,13 +143,6 @@ class Claims:
 
     rows: dict[Key, uuid.UUID]
     sent_earlier: frozenset[Key]
-
-    def outcome_if_not_ours(self, envelope: Envelope, key: Key, what: str) -> Outcome:
-        if key in self.sent_earlier:
-            return Outcome.success(envelope, {"sent": "earlier"})
-        return Outcome.failure(
-            envelope, TransientError(f"another worker is sending this {what}", retry_after=IN_FLIGHT_RETRY_AFTER)
-        )
 
 
 def claim_batch(deliveries: list[Delivery]) -> Claims:

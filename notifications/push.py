@@ -26,7 +26,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,7 +35,7 @@ import google.auth.exceptions
 from django.conf import settings
 from firebase_admin import exceptions, messaging
 
-from notifications import fcm, ledger
+from notifications import delivery, fcm, ledger
 from notifications.models import Device
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
@@ -51,23 +51,11 @@ DEAD_TOKEN_CODES = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 INVALID_REGISTRATION_PHRASE = "registration token"
 
 
-@dataclass
-class Target:
-    """One message to one token, and the log row that allows sending it."""
-
-    envelope: Envelope
-    token: str
-    delivery: ledger.Delivery
-    row_id: Any = None
+Target = delivery.Item[str]  # one push: its message is the device's token
 
 
-@dataclass
-class JobState:
-    sent: int = 0
-    dead: list[str] = field(default_factory=list)  # tokens FCM will never accept: deactivated
-    refused: list[str] = field(default_factory=list)  # messages FCM will never accept
-    retry: list[tuple[str, float | None]] = field(default_factory=list)
-    targets: int = 0
+class DeadToken(PermanentError):
+    """FCM will never accept this token again: its device is deactivated."""
 
 
 def token_reference(token: str) -> str:
@@ -122,9 +110,8 @@ def _user_ids(envelope: Envelope) -> list[str]:
     return [str(user_id) for user_id in dict.fromkeys(ids)]
 
 
-def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, JobState]]:
+def resolve_targets(envelopes: list[Envelope]) -> list[Target]:
     """Every (job, token) pair of the batch, looking up the devices of all users in one query."""
-    states = {e.job_id: JobState() for e in envelopes}
     wanted_users = {u for e in envelopes if not e.payload.get("fcmToken") for u in _user_ids(e)}
     devices: dict[str, list[str]] = defaultdict(list)
     if wanted_users:
@@ -139,7 +126,7 @@ def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, 
         else:
             pairs = [(u, token) for u in _user_ids(envelope) for token in dict.fromkeys(devices[u])]
         for user_id, token in pairs:
-            delivery = ledger.Delivery(
+            logged = ledger.Delivery(
                 job_id=envelope.job_id,
                 user_id=user_id,
                 type="push",
@@ -147,9 +134,8 @@ def resolve_targets(envelopes: list[Envelope]) -> tuple[list[Target], dict[str, 
                 title=payload.get("title") or "",
                 body=payload.get("body") or "",
             )
-            targets.append(Target(envelope, token, delivery))
-        states[envelope.job_id].targets = len(pairs)
-    return targets, states
+            targets.append(Target(envelope, token, logged))
+    return targets
 
 
 @dataclass(frozen=True)
@@ -207,53 +193,34 @@ def _retry_after(error: exceptions.FirebaseError) -> float | None:
     return max((moment - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
-    targets, states = resolve_targets(envelopes)
-    _log_users_without_devices([e for e in envelopes if not states[e.job_id].targets])
-    claims = ledger.claim_batch([t.delivery for t in targets])
-    to_send: list[Target] = []
-    for target in targets:
-        key = (target.delivery.job_id, target.delivery.recipient)
-        state = states[target.envelope.job_id]
-        if key in claims.rows:
-            target.row_id = claims.rows[key]
-            to_send.append(target)
-        elif key in claims.sent_earlier:
-            state.sent += 1  # sent by an earlier delivery of this job
-        else:
-            state.retry.append(("another worker is sending this push", ledger.IN_FLIGHT_RETRY_AFTER))
+class Channel:
+    """Push as a channel of the shared send loop (notifications/delivery.py): a job may reach many
+    devices, and a batch's pushes go out fcm.SEND_THREADS at a time."""
 
-    if to_send:
+    name = "push"
+
+    def compose(self, envelopes: list[Envelope]) -> tuple[list[Target], dict[str, Outcome]]:
+        targets = resolve_targets(envelopes)
+        reached = {t.envelope.job_id for t in targets}
+        _log_users_without_devices([e for e in envelopes if e.job_id not in reached])
+        return targets, {}
+
+    def send(self, items: list[Target]) -> Iterator[list[delivery.Answer[str]]]:
         try:
             fcm_app = fcm.app()
             # A token due for refresh is refreshed here, once, not by each of the sending threads.
             fcm.prepare()
         except fcm.NotConfigured as exc:
             if settings.CONFIG.production:
-                return _fail_all(to_send, envelopes, str(exc))
+                raise delivery.Unavailable(str(exc)) from None
             fcm_app = None
         except google.auth.exceptions.GoogleAuthError as exc:  # refused or unreachable token endpoint
-            return _fail_all(to_send, envelopes, f"no FCM access token: {exc}")
+            raise delivery.Unavailable(f"no FCM access token: {exc}") from None
         dead_tokens: list[str] = []
-        for answered in _send(fcm_app, to_send):
-            rows: list[tuple[Any, bool, str, str]] = []
-            for target, message_id, error in answered:
-                state = states[target.envelope.job_id]
-                if error is None:
-                    state.sent += 1
-                    rows.append((target.row_id, True, "", message_id or ""))
-                    continue
-                failure = classify(error)
-                reason = f"{failure.code}: {error}"
-                rows.append((target.row_id, False, reason, ""))
-                if failure.dead_token:
-                    dead_tokens.append(target.token)
-                    state.dead.append(reason)
-                elif failure.permanent:
-                    state.refused.append(reason)
-                else:
-                    state.retry.append((reason, failure.retry_after))
-            ledger.record(rows)  # at once: a push whose answer is recorded is never sent again
+        for answered in _send(fcm_app, items):
+            answers = [_answer(target, message_id, error) for target, message_id, error in answered]
+            dead_tokens += [a.item.message for a in answers if isinstance(a.error, DeadToken)]
+            yield answers
         if dead_tokens:
             # fcm-django's deactivation: its device_deactivated signal fires when
             # FCM_DJANGO_SETTINGS["EMIT_DEVICE_DEACTIVATED_SIGNAL"] asks for it.
@@ -262,13 +229,39 @@ def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
             )
             logger.info("deactivated %d device(s) whose FCM token is no longer valid", len(deactivated))
 
-    return [_outcome(e, states[e.job_id]) for e in envelopes]
+    def outcome(self, envelope: Envelope, answers: list[delivery.Answer[str]]) -> Outcome:
+        sent = sum(a.error is None for a in answers)  # now or by an earlier delivery of the job
+        retry = [a.error for a in answers if isinstance(a.error, TransientError)]
+        dead = [a.error for a in answers if isinstance(a.error, DeadToken)]
+        refused = [
+            a.error for a in answers if isinstance(a.error, PermanentError) and not isinstance(a.error, DeadToken)
+        ]
+        if retry:
+            waits = [e.retry_after for e in retry if e.retry_after is not None]
+            detail = f"{len(retry)} of {len(answers)} push(es) to retry; first: {retry[0]}"
+            return Outcome.failure(envelope, TransientError(detail, retry_after=max(waits) if waits else None))
+        if (dead or refused) and not sent:
+            first = (refused or dead)[0]
+            return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {first}"))
+        return Outcome.success(envelope, {"sent": sent, "deactivated": len(dead), "devices": len(answers)})
 
 
-def _fail_all(to_send: list[Target], envelopes: list[Envelope], reason: str) -> list[Outcome]:
-    """Nothing can be sent: the claimed pushes are recorded as failed and every job is retried."""
-    ledger.record([(t.row_id, False, reason, "") for t in to_send])
-    return [Outcome.failure(e, TransientError(reason)) for e in envelopes]
+def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
+    return delivery.deliver(envelopes, Channel())
+
+
+def _answer(target: Target, message_id: str | None, error: exceptions.FirebaseError | None) -> delivery.Answer[str]:
+    if error is None:
+        return delivery.Answer(target, message_id=message_id or "")
+    failure = classify(error)
+    reason = f"{failure.code}: {error}"
+    if failure.dead_token:
+        meaning: Exception = DeadToken(reason)
+    elif failure.permanent:
+        meaning = PermanentError(reason)
+    else:
+        meaning = TransientError(reason, retry_after=failure.retry_after)
+    return delivery.Answer(target, error=meaning, note=reason)
 
 
 NO_DEVICE = "no-device"  # the log row's recipient when a user has no active device
@@ -286,10 +279,10 @@ def _log_users_without_devices(envelopes: list[Envelope]) -> None:
     ledger.record([(row_id, False, "no active device for the user", "") for row_id in rows.values()])
 
 
-Answer = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)
+Reply = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)
 
 
-def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Answer]]:
+def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Reply]]:
     """Send every target, fcm.SEND_THREADS at a time; yields the answers that arrived since the last
     yield, so the caller records them while the other requests are still out."""
     if fcm_app is None:  # development without FCM settings: say what would be sent
@@ -299,7 +292,7 @@ def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Answer]]:
             )
         yield [(target, "console", None) for target in targets]
         return
-    messages = [build_message(t.envelope, t.token) for t in targets]  # a ValueError here sends nothing
+    messages = [build_message(t.envelope, t.message) for t in targets]  # a ValueError here sends nothing
     with ThreadPoolExecutor(max_workers=min(len(targets), fcm.SEND_THREADS), thread_name_prefix="fcm") as pool:
         futures: dict[Future, Target] = {
             pool.submit(_send_one, fcm_app, message): target for target, message in zip(targets, messages, strict=True)
@@ -317,15 +310,3 @@ def _send_one(fcm_app: Any, message: messaging.Message) -> tuple[str | None, exc
         return None, exc
     except Exception as exc:  # noqa: BLE001 - as send_each does: anything else fails this message only
         return None, exceptions.UnknownError(f"unknown error while sending: {exc}", cause=exc)
-
-
-def _outcome(envelope: Envelope, state: JobState) -> Outcome:
-    if state.retry:
-        reason, _ = state.retry[0]
-        waits = [after for _, after in state.retry if after is not None]
-        detail = f"{len(state.retry)} of {state.targets} push(es) to retry; first: {reason}"
-        return Outcome.failure(envelope, TransientError(detail, retry_after=max(waits) if waits else None))
-    if (state.dead or state.refused) and not state.sent:
-        first = (state.refused or state.dead)[0]
-        return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {first}"))
-    return Outcome.success(envelope, {"sent": state.sent, "deactivated": len(state.dead), "devices": state.targets})

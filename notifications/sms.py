@@ -15,10 +15,8 @@ from dataclasses import dataclass
 import requests
 from django.conf import settings
 
-from notifications import ledger
-from notifications.rate_limit import Allowance, RateLimiter
+from notifications import delivery, ledger
 from notifications.rendering import brand_name
-from supworker.enqueue import redis_connection
 from supworker.env import E164_RE
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
@@ -33,7 +31,6 @@ TEXTS = {
 # Vonage statuses worth trying again: throttled, internal error, partner quota exceeded,
 # bad credentials (an operator fixes them; the messages must not be lost meanwhile).
 VONAGE_TRANSIENT = {"1", "4", "5", "9"}
-RATE_LIMITED_RETRY_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,43 +125,27 @@ def backend() -> ConsoleBackend | VonageBackend:
     return VonageBackend() if settings.CONFIG.notifications.sms_backend == "vonage" else ConsoleBackend()
 
 
-def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
-    outcomes: dict[str, Outcome] = {}
-    composed: list[tuple[Envelope, Sms]] = []
-    for envelope in envelopes:
-        try:
-            composed.append((envelope, compose(envelope)))
-        except Exception as exc:  # noqa: BLE001 - a bad number or missing code fails only its item
-            outcomes[envelope.job_id] = Outcome.failure(
-                envelope, exc if isinstance(exc, PermanentError) else PermanentError(str(exc))
-            )
+class Channel(delivery.OneAtATime[Sms]):
+    """SMS as a channel of the shared send loop (notifications/delivery.py)."""
 
-    claims = ledger.claim_batch([s.delivery for _, s in composed])
-    allowance = Allowance(RateLimiter(redis_connection(), "sms", settings.CONFIG.notifications.sms_rate_per_second))
-    sender = backend()
-    not_sent: list[tuple[uuid.UUID, bool, str, str]] = []
-    try:
-        for envelope, sms in composed:
-            key = (sms.delivery.job_id, sms.delivery.recipient)
-            if key not in claims.rows:
-                outcomes[envelope.job_id] = claims.outcome_if_not_ours(envelope, key, "SMS")
-                continue
-            if not allowance.grant(1):
-                error = TransientError("SMS rate limit reached", retry_after=RATE_LIMITED_RETRY_AFTER)
-                not_sent.append((claims.rows[key], False, str(error), ""))
-                outcomes[envelope.job_id] = Outcome.failure(envelope, error)
-                continue
-            try:
-                message_id = sender.send(sms)
-            except (PermanentError, TransientError) as exc:
-                logger.warning("SMS to %s failed: %s", sms.delivery.recipient, exc)
-                ledger.record([(claims.rows[key], False, f"{type(exc).__name__}: {exc}", "")])
-                outcomes[envelope.job_id] = Outcome.failure(envelope, exc)
-                continue
-            # At once, as e-mail does: a worker killed later in the batch never sends this again.
-            ledger.record([(claims.rows[key], True, "", message_id)])
-            outcomes[envelope.job_id] = Outcome.success(envelope, {"messageId": message_id})
-    finally:
-        sender.close()
-        ledger.record(not_sent)
-    return [outcomes[e.job_id] for e in envelopes]
+    name = "SMS"
+    rate_key = "sms"
+
+    def compose_one(self, envelope: Envelope) -> delivery.Item[Sms]:
+        sms = compose(envelope)
+        return delivery.Item(envelope, sms, sms.delivery)
+
+    def per_second(self) -> int:
+        return settings.CONFIG.notifications.sms_rate_per_second
+
+    def sender(self) -> ConsoleBackend | VonageBackend:
+        return backend()
+
+    def error_for(self, exc: Exception, message: Sms) -> Exception:
+        if isinstance(exc, PermanentError | TransientError):
+            return exc  # the backends say what each failure means
+        raise exc
+
+
+def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
+    return delivery.deliver(envelopes, Channel())
