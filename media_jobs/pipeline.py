@@ -18,22 +18,20 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from pydantic import ValidationError
 
 from media_jobs import results
 from media_jobs.config import MediaConfig
-from media_jobs.jobtypes import MediaJob
 from media_jobs.limits import Deadline, check_size
 from media_jobs.outputs import Processed, output_key
 from supworker import jobtypes, storage
 from supworker.envelope import Envelope
 from supworker.handlers import PermanentError
-from supworker.payloads import describe_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,65 +58,67 @@ def size_limit(kind: str, limits: MediaConfig) -> int:
     return {"image": limits.image_max_bytes, "video": limits.video_max_bytes, "audio": limits.audio_max_bytes}[kind]
 
 
+@dataclass(frozen=True)
+class Source:
+    """What a media job's payload says to process. The payload was validated once, by the consumer
+    (MediaJob in media_jobs/jobtypes.py; a dead letter requeued from the admin carries the envelope
+    it validated), so it is read as it is; the key is checked again where it meets the store
+    (supworker/storage.py), the one place a bad key could do harm."""
+
+    kind: str  # image, video or audio
+    key: str
+    message_id: UUID
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Source:
+        payload = envelope.payload
+        return cls(payload["type"], payload["s3Key"], UUID(payload["messageId"]))
+
+
 def run(envelope: Envelope, processor: Processor) -> dict[str, Any]:
-    payload = envelope.payload
-    try:
-        job = MediaJob.model_validate(payload)
-    except ValidationError as exc:
-        error = PermanentError(f"invalid media payload: {describe_errors(exc)}")
-        message_id = _uuid_or_none(payload.get("messageId"))
-        if message_id:
-            _fail(envelope, message_id, payload, str(error))
-        raise error from None
+    job = Source.of(envelope)
     try:
         result = _process(envelope, job, processor)
     except PermanentError as exc:
-        _fail(envelope, job.messageId, payload, str(exc))
+        _fail(envelope, job.message_id, str(exc))
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if envelope.attempt >= settings.CONFIG.max_retries:
-            _fail(envelope, job.messageId, payload, reason)
+            _fail(envelope, job.message_id, reason)
         else:
-            results.mark_retrying(job.messageId, reason)
+            results.mark_retrying(job.message_id, reason)
         raise
     return result
 
 
-def _process(envelope: Envelope, job: MediaJob, processor: Processor) -> dict[str, Any]:
+def _process(envelope: Envelope, job: Source, processor: Processor) -> dict[str, Any]:
     limits = settings.CONFIG.media
     deadline = Deadline.for_job(jobtypes.job_type(envelope.job_type).timeout)
-    results.mark_processing(job.messageId)
-    check_size(job.type, storage.size(job.s3Key), size_limit(job.type, limits))
+    results.mark_processing(job.message_id)
+    check_size(job.kind, storage.size(job.key), size_limit(job.kind, limits))
     with job_directory(envelope.job_id) as workdir:
-        source = storage.fetch(job.s3Key, workdir)
-        check_size(job.type, source.stat().st_size, size_limit(job.type, limits))
+        source = storage.fetch(job.key, workdir)
+        check_size(job.kind, source.stat().st_size, size_limit(job.kind, limits))
         processed = processor(source, workdir, limits, deadline)
         keys: dict[str, str] = {}
         for output in processed.outputs:
-            stored = storage.save(output_key(job.messageId, output.name), output.path, output.content_type)
+            stored = storage.save(output_key(job.message_id, output.name), output.path, output.content_type)
             keys[output.role] = stored.key
     media_key, thumbnail_key = keys["media"], keys.get("thumbnail")
     metadata = processed.metadata
-    results.mark_ready(job.messageId, media_key, thumbnail_key, metadata)
+    results.mark_ready(job.message_id, media_key, thumbnail_key, metadata)
     results.publish(
         results.PROCESSED,
         results.processed_event(envelope.job_id, envelope.payload, media_key, thumbnail_key, metadata),
     )
-    log.info("media %s of message %s ready: %s", job.type, job.messageId, media_key)
-    return {"messageId": str(job.messageId), "mediaUrl": media_key, "thumbnailUrl": thumbnail_key}
+    log.info("media %s of message %s ready: %s", job.kind, job.message_id, media_key)
+    return {"messageId": str(job.message_id), "mediaUrl": media_key, "thumbnailUrl": thumbnail_key}
 
 
-def _fail(envelope: Envelope, message_id: UUID, payload: dict[str, Any], reason: str) -> None:
+def _fail(envelope: Envelope, message_id: UUID, reason: str) -> None:
     results.mark_failed(message_id, reason)
     try:
-        results.publish(results.FAILED, results.failed_event(envelope.job_id, payload, reason))
+        results.publish(results.FAILED, results.failed_event(envelope.job_id, envelope.payload, reason))
     except Exception:  # the failure itself is recorded; a lost event must not hide it
         log.exception("could not publish media.failed for message %s", message_id)
-
-
-def _uuid_or_none(value: Any) -> UUID | None:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
