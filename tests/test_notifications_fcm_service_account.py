@@ -195,7 +195,8 @@ def test_a_key_the_token_endpoint_refuses_sends_nothing_and_the_failure_names_th
 
     run = wait_for(lambda: JobRun.objects.filter(job_id=job_id, status="failed").first(), 60, "the push job to fail")
     assert "no FCM access token: ('invalid_grant: Invalid JWT Signature." in run.error
-    assert DeadLetter.objects.filter(job_id=job_id).exists()
+    # The record says `failed` a moment before the dead letter is written (runner.settle).
+    wait_for(lambda: DeadLetter.objects.filter(job_id=job_id).exists(), 10, "the push's dead letter")
     assert token.grants == [] and set(token.refusals) == {"Invalid JWT Signature."}
     assert setup.fcm.count() == 0, "nothing reaches FCM without a token"
     assert worker.poll() is None, "the worker lives on"
