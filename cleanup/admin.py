@@ -1,5 +1,8 @@
+from typing import Any
+
 from django.conf import settings
 from django.contrib import admin
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from cleanup.models import CronTable
@@ -11,10 +14,10 @@ from supworker.schedule import next_runs, scheduler
 class CronTableAdmin(admin.ModelAdmin):
     """The cron table with each entry's next run and its last recorded run."""
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         rows = []
         for entry, when in next_runs(scheduler()):
             last = JobRun.objects.filter(job_id__startswith=f"cron:{entry.name}:").order_by("-enqueued_at").first()

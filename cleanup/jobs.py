@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,7 @@ def continue_later(envelope: Envelope) -> str:
     return job_id
 
 
-def _handler(name: str):
+def _handler(name: str) -> Callable[[Envelope], dict[str, Any]]:
     def handle(envelope: Envelope) -> dict[str, Any]:
         summary = CLEANUPS[name](Options.from_payload(envelope.payload.get("data")))
         if summary.get("more"):

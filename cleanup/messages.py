@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -53,7 +53,9 @@ class Messages(Cleanup):
             return 0
         return count("messages", OLD, [self.cutoff(run)])
 
-    def _remove(self, cutoff, limit: int, archive: bool, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+    def _remove(
+        self, cutoff: datetime, limit: int, archive: bool, after: tuple | None
+    ) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(

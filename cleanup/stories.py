@@ -47,7 +47,9 @@ class Stories(Cleanup):
             "stories_to_purge": count("stories", PURGEABLE, [purge_before]),
         }
 
-    def _expire(self, cutoff, now, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+    def _expire(
+        self, cutoff: datetime, now: datetime, limit: int, after: tuple | None
+    ) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(

@@ -8,7 +8,7 @@ TEMP_DIR or MEDIA_ROOT, whatever a row says.
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -59,7 +59,7 @@ class TempFiles(Cleanup):
     def expected(self, run: Run) -> int:
         return count("temporary_files", OLD, [self.cutoff(run)])
 
-    def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+    def _remove(self, cutoff: datetime, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("created_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(
@@ -73,7 +73,7 @@ class TempFiles(Cleanup):
         last = (rows[-1][2], rows[-1][0]) if rows else None
         return {"rows_removed": len(rows), "files_removed": files}, last
 
-    def _leftovers(self, cutoff) -> list[Path]:
+    def _leftovers(self, cutoff: datetime) -> list[Path]:
         """Entries of TEMP_DIR (per-job directories) untouched since the cutoff."""
         temp_dir = settings.CONFIG.temp_dir
         if not temp_dir.is_dir():

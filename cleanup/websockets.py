@@ -3,7 +3,7 @@ with no live connection is marked inactive."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
@@ -31,7 +31,7 @@ class Websockets(Cleanup):
     def expected(self, run: Run) -> int:
         return count("websocket_connections", STALE, [self.cutoff(run)])
 
-    def _remove(self, cutoff, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
+    def _remove(self, cutoff: datetime, limit: int, after: tuple | None) -> tuple[dict[str, int], tuple | None]:
         resume, resume_params = after_clause("last_heartbeat_at, id", after)
         with connection.cursor() as cursor:
             cursor.execute(

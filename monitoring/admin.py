@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from monitoring import job_search
@@ -9,10 +12,10 @@ from supworker.admin import ReadOnlyRecordAdmin
 
 @admin.register(Dashboard)
 class DashboardAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         data = self.admin_site.each_context(request) | context() | {"title": "Dashboard"}
         if "job" in request.GET:
             data["search"] = job_search.find(request.GET["job"])

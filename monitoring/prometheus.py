@@ -5,10 +5,12 @@ shared memory between processes. Registered in supworker.metrics by MonitoringCo
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+from redis import Redis
 from rq import Queue, Worker
 
 from supworker import jobtypes
@@ -34,7 +36,7 @@ CONSUMER_COUNTERS = {
 
 
 class SupworkerCollector(Collector):
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         connection = redis_connection()
         depth = GaugeMetricFamily("supworker_queue_jobs", "RQ jobs per queue and state", labels=["queue", "state"])
         workers = GaugeMetricFamily("supworker_queue_workers", "RQ workers listening to a queue", labels=["queue"])
@@ -56,7 +58,7 @@ class SupworkerCollector(Collector):
         yield from self._durations(connection)
         yield from self._consumers(connection)
 
-    def _durations(self, connection):
+    def _durations(self, connection: Redis) -> Iterator[Metric]:
         raw = connection.hgetall(DURATION_KEY)
         per_type: dict[str, dict[str, float]] = defaultdict(dict)
         for field, value in raw.items():
@@ -74,7 +76,7 @@ class SupworkerCollector(Collector):
             family.add_metric([job_type], buckets=buckets, sum_value=parts.get("sum", 0.0))
         yield family
 
-    def _consumers(self, connection):
+    def _consumers(self, connection: Redis) -> Iterator[Metric]:
         counters = {
             field: CounterMetricFamily(name, text, labels=["consumer"])
             for field, (name, text) in CONSUMER_COUNTERS.items()

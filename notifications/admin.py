@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from notifications.models import Device, Notification
 
@@ -17,7 +19,7 @@ class DeviceAdmin(admin.ModelAdmin):
     actions = ("deactivate",)
 
     @admin.action(description="Deactivate (stop sending pushes to) the selected devices")
-    def deactivate(self, request, queryset) -> None:
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         updated = queryset.update(active=False)
         self.message_user(request, f"{updated} device(s) deactivated.")
 
@@ -30,5 +32,5 @@ class NotificationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Notification._meta.fields]
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # the log records what workers did; it is not written by hand

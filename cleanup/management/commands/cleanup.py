@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from cleanup import progress
@@ -18,7 +18,7 @@ from supworker.runner import run_here
 class Command(BaseCommand):
     help = "Run one cleanup now, in this process, with a progress bar (on a terminal) and a summary."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", choices=sorted(CLEANUPS))
         parser.add_argument("--dry-run", action="store_true", help="count what would change, change nothing")
         parser.add_argument("--batch-size", type=int, help="rows per batch (one transaction each)")
@@ -27,7 +27,16 @@ class Command(BaseCommand):
             "--time-budget", type=float, default=None, help="stop starting batches after this many seconds"
         )
 
-    def handle(self, *args, name: str, dry_run: bool, batch_size, older_than, time_budget, **options) -> None:
+    def handle(
+        self,
+        *args: Any,
+        name: str,
+        dry_run: bool,
+        batch_size: int | None,
+        older_than: str | None,
+        time_budget: float | None,
+        **options: Any,
+    ) -> None:
         try:
             age = parse_duration(older_than) if older_than is not None else None
         except ValueError as exc:
