@@ -26,6 +26,7 @@ class CleanupConfig:
     orphan_grace_hours: int
     websocket_stale_minutes: int
     job_record_retention_days: int
+    statistics_retention_days: int  # global_statistics snapshots older than this are removed
 
 
 def read(env: EnvReader) -> CleanupConfig:
@@ -48,4 +49,5 @@ def read(env: EnvReader) -> CleanupConfig:
         orphan_grace_hours=env.int("ORPHAN_MEDIA_GRACE_HOURS", 24, 1, 24 * 365),
         websocket_stale_minutes=env.int("WEBSOCKET_STALE_MINUTES", 15, 1, 1440),
         job_record_retention_days=env.int("JOB_RECORD_RETENTION_DAYS", 30, 1, 3650),
+        statistics_retention_days=env.int("STATISTICS_RETENTION_DAYS", 365, 1, 36500),
     )

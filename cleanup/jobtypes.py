@@ -29,6 +29,7 @@ JOB_TYPES = (
     _cleanup("statistics", "0 */6 * * *", timeout=600, published=False),
     _cleanup("websockets", "*/15 * * * *", published=False),
     _cleanup("job_records", "30 3 * * *", published=False),
+    _cleanup("retention", "45 3 * * *", timeout=600, published=False),
 )
 PUBLISHED = tuple(job_type.short_name for job_type in JOB_TYPES if job_type.published)
 

@@ -8,6 +8,7 @@ from cleanup.maintenance import Maintenance
 from cleanup.messages import Messages
 from cleanup.orphaned_media import OrphanedMedia
 from cleanup.prekeys import Prekeys
+from cleanup.retention import Retentions
 from cleanup.sessions import Sessions
 from cleanup.statistics import Statistics
 from cleanup.stories import Stories
@@ -18,6 +19,6 @@ CLEANUPS: dict[str, Cleanup] = {
     cleanup.name: cleanup
     for cleanup in (
         Stories(), Sessions(), TempFiles(), Messages(), Prekeys(), OrphanedMedia(),
-        Maintenance(), Statistics(), Websockets(), JobRecords(),
+        Maintenance(), Statistics(), Websockets(), JobRecords(), Retentions(),
     )
 }  # fmt: skip

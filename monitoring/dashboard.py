@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
+from django.db.models import Min
 from django.utils import timezone
 from django_rq.settings import get_queues_map
 
@@ -45,6 +47,10 @@ def context() -> dict[str, Any]:
         "panels": dashboard.panels(),
         "dead_letters": DeadLetter.objects.filter(requeued_at__isnull=True).order_by("-failed_at")[:10],
         "dead_letter_count": DeadLetter.objects.filter(requeued_at__isnull=True).count(),
+        "oldest_dead_letter": DeadLetter.objects.filter(requeued_at__isnull=True).aggregate(Min("failed_at"))[
+            "failed_at__min"
+        ],
+        "dead_letter_retention_days": settings.CONFIG.dead_letter_retention_days,
         "media_failed": Message.objects.filter(media_status="failed").count(),
         "media_in_flight": Message.objects.filter(media_status__in=["queued", "processing"]).count(),
     }

@@ -6,11 +6,23 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from notifications import checks  # noqa: F401 - registers the system checks
         from notifications.dashboard import OTP_PANEL, OTP_PANEL_ORDER, otp_emails
         from notifications.lms_metrics import LmsCollector
         from supworker.dashboard import register_panel
         from supworker.metrics import register_collector
+        from supworker.retention import Retention, keep_rows
 
         register_collector(LmsCollector())
         register_panel(OTP_PANEL, otp_emails, OTP_PANEL_ORDER)
+        keep_rows(
+            Retention(
+                "notification_log",
+                "notifications",
+                "created_at",
+                days=lambda: settings.CONFIG.notifications.notification_log_retention_days,
+                setting="NOTIFICATION_LOG_RETENTION_DAYS",
+            )
+        )

@@ -47,6 +47,7 @@ class NotificationsConfig:
     sms_api_secret: str
     sms_from_number: str
     sms_rate_per_second: int
+    notification_log_retention_days: int  # 0: the log keeps every row
 
     def secrets(self) -> set[str]:
         """What the log filter hides (supworker/logging_config.py); the PEM key line by line."""
@@ -119,4 +120,5 @@ def read(env: EnvReader) -> NotificationsConfig:
         sms_api_secret=env.str("SMS_API_SECRET"),
         sms_from_number=env.phone("SMS_FROM_NUMBER"),
         sms_rate_per_second=env.int("SMS_RATE_PER_SECOND", 10, 0, 100_000),
+        notification_log_retention_days=env.int("NOTIFICATION_LOG_RETENTION_DAYS", 90, 0, 36500),
     )

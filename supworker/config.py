@@ -64,6 +64,8 @@ class Config:
     job_result_ttl: int
     job_failure_ttl: int
     job_dedup_ttl: int
+    dead_letter_handled_retention_days: int  # a requeued dead letter is removed this long after
+    dead_letter_retention_days: int  # any dead letter is removed this long after it failed
     max_message_bytes: int
     consumer_flush_ms: int
     log_level: str
@@ -268,6 +270,8 @@ def load_config(environ: Mapping[str, str] | None = None, apps: Iterable[str] | 
         job_result_ttl=env.int("JOB_RESULT_TTL", 3600, 0, 30 * 86400),
         job_failure_ttl=env.int("JOB_FAILURE_TTL", 7 * 86400, 60, 90 * 86400),
         job_dedup_ttl=env.int("JOB_DEDUP_TTL", 7 * 86400, 60, 90 * 86400),
+        dead_letter_handled_retention_days=env.int("DEAD_LETTER_HANDLED_RETENTION_DAYS", 30, 1, 3650),
+        dead_letter_retention_days=env.int("DEAD_LETTER_RETENTION_DAYS", 90, 1, 3650),
         max_message_bytes=env.int("MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         consumer_flush_ms=env.int("CONSUMER_FLUSH_MS", 20, 1, 5000),
         log_level=env.choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO"),

@@ -226,6 +226,8 @@ def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web,
             status="failed" if number == 0 else "succeeded", finished_at=this_hour + (now - this_hour) / (number + 1),
         )  # fmt: skip
     DeadLetter.objects.create(job_id="dead-1", job_type="media.video", source="worker", error="the video is 8K")
+    oldest = now - timedelta(days=3)
+    DeadLetter.objects.create(job_id="dead-0", source="consumer", error="not JSON", failed_at=oldest)
     Queue("cleanup", connection=redis_conn).enqueue("supworker.runner.run_batch", [])
 
     web.force_login(get_user_model().objects.create_superuser("operator", password="a-long-password"))
@@ -235,7 +237,9 @@ def test_the_admin_dashboard_shows_queues_24_hours_of_jobs_and_dead_letters(web,
     assert "Last 24 hours: 4 succeeded, 1 failed" in html
     assert f"<title>{now:%H}h: 4 succeeded, 1 failed</title>" in html, "the current hour's bar"
     assert html.count("<rect") == 48, "24 hourly bars, each succeeded and failed"
-    assert "dead-1" in html and "the video is 8K" in html and "Dead letters waiting: 1" in html
+    assert "dead-1" in html and "the video is 8K" in html and "Dead letters waiting: 2" in html
+    assert f"The oldest has waited since {oldest:%Y-%m-%d %H:%M} (3\xa0days)" in html
+    assert "dead letters go 90 days after they failed" in html
     for name in ("cleanup", "media_high", "notifications"):  # each link opens that queue's page
         link = re.search(rf'<td><a href="([^"]+)">{name}</a></td>', html).group(1)
         assert f"<title>Queued Jobs in {name} " in web.get(link).content.decode(), name
