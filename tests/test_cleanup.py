@@ -37,7 +37,8 @@ from supworker.models import (
 )
 from tests.helpers import drain_queue, rq_items
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Run again through PgBouncer in transaction mode by `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
 pytest_plugins = ["tests.notification_fixtures"]
 MINUTE = timedelta(minutes=1)
 
