@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
 CONCURRENCY ?= media=2,notifications=5
 
-.PHONY: run test services services-down services-status migrate admin bench lint check clean venv audit lock
+.PHONY: run test test-pgbouncer services services-down services-status migrate admin bench lint check clean venv audit lock
 
 venv: $(STAMP)
 
@@ -44,6 +44,13 @@ admin: migrate
 test: migrate
 	@scripts/ensure_packages.sh chromium=chromium node=nodejs npm=npm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-pgbouncer
+
+# The tests marked `pgbouncer` (cleanups and their lease, job records, the notification log, the
+# consumer's dead letters, the time zone) again, through PgBouncer in transaction mode.
+test-pgbouncer: migrate
+	@scripts/services.sh up pgbouncer
+	SUPWORKER_TEST_VIA_PGBOUNCER=1 $(BIN)/python -m pytest -m pgbouncer $(PYTEST_ARGS)
 
 run: admin
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -c $(CONCURRENCY)

@@ -1,18 +1,25 @@
 """What every cleanup shares: options, a lock per cleanup, time-boxed batches, a summary.
 
 A cleanup subclasses `Cleanup` and implements `work(run)`, calling `run.batch(...)` for each
-bounded step. The base class holds a PostgreSQL advisory lock for the whole run (a second run
-of the same cleanup finds it taken and does nothing; the lock dies with the session if the
-worker dies) and stops starting new batches when the time budget is spent, reporting that
-work remains so the caller can continue in a fresh job.
+bounded step. The base class holds a lease on the cleanup for the whole run (a row in
+cleanup_leases: a second run of the same cleanup finds it held and does nothing) and stops
+starting new batches when the time budget is spent, reporting that work remains so the caller
+can continue in a fresh job.
+
+The lease is a row with an expiry, not a session-level advisory lock, because a run spans many
+transactions and behind PgBouncer in transaction mode each may use another server session. It is
+taken and released with one short statement each and renewed inside every batch's transaction;
+a worker killed mid-run leaves a lease that runs out after CLEANUP_LEASE_S.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import time
-import zlib
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +86,7 @@ class Run:
     slowest_batch_s: float = 0.0
     more: bool = False  # stopped by the time budget with work left
     details: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping in the record
+    lease: Lease | None = None  # renewed in every batch
 
     @property
     def dry_run(self) -> bool:
@@ -159,6 +167,8 @@ class Run:
             # not wait for the WAL flush (still crash-safe: the database stays consistent).
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO off")
+            if self.lease:
+                self.lease.renew()  # in the batch's transaction: a lease lost undoes the batch
             counts = step()
         self.batches += 1
         self.slowest_batch_s = max(self.slowest_batch_s, time.monotonic() - started)
@@ -204,14 +214,18 @@ class Cleanup:
             progress=progress,
         )
         started = time.monotonic()
-        with advisory_lock(f"supworker.cleanup.{self.name}") as acquired:
-            if not acquired:
+        with cleanup_lease(self.name, config.lease_s) as run.lease:
+            if run.lease is None:
                 log.warning("cleanup %s is already running elsewhere; this run does nothing", self.name)
                 return {"cleanup": self.name, "skipped": "another run holds the lock"}
             if progress and not run.dry_run:  # a dry run only counts: nothing to follow
                 run.progress_counts, run.total = self.progress_counts, self.expected(run)
                 run.report()
-            self.work(run)
+            try:
+                self.work(run)
+            except LeaseLost as lost:
+                log.warning("cleanup %s stops: %s", self.name, lost)
+                run.details["stopped"] = str(lost)
         summary = {
             "cleanup": self.name,
             "dry_run": run.dry_run,
@@ -225,19 +239,63 @@ class Cleanup:
         return summary
 
 
-@contextmanager
-def advisory_lock(name: str) -> Iterator[bool]:
-    """A session-level PostgreSQL advisory lock, tried without waiting; yields whether it was taken."""
-    key = zlib.crc32(name.encode())  # a stable 32-bit number for the name
+class LeaseLost(RuntimeError):
+    """The run's lease ran out (a batch, or the pause before it, outlasted CLEANUP_LEASE_S) and
+    another run took it: this run must stop so the two do not work side by side."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lease on a cleanup: its row in cleanup_leases names this run as the holder."""
+
+    name: str
+    holder: str
+    seconds: int
+
+    def renew(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE cleanup_leases SET expires_at = now() + make_interval(secs => %s)"
+                " WHERE name = %s AND holder = %s",
+                [self.seconds, self.name, self.holder],
+            )
+            if cursor.rowcount == 0:
+                raise LeaseLost(f"the lease on {self.name} ran out and another run took it")
+
+    def release(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM cleanup_leases WHERE name = %s AND holder = %s", [self.name, self.holder])
+
+
+def take_lease(name: str, seconds: int) -> Lease | None:
+    """The lease on `name` for `seconds`, unless another holder's lease has not run out yet.
+
+    One statement: it inserts the row, or takes over an expired one; a lease still running is
+    left alone and nothing is returned. Two runs racing for it serialise on the row.
+    """
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        acquired = cursor.fetchone()[0]
+        cursor.execute(
+            """INSERT INTO cleanup_leases AS lease (name, holder, expires_at)
+               VALUES (%s, %s, now() + make_interval(secs => %s))
+               ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+               WHERE lease.expires_at < now()
+               RETURNING 1""",
+            [name, holder, seconds],
+        )
+        taken = cursor.fetchone() is not None
+    return Lease(name, holder, seconds) if taken else None
+
+
+@contextmanager
+def cleanup_lease(name: str, seconds: int) -> Iterator[Lease | None]:
+    """The lease on a cleanup for the length of the block (None: another run holds it)."""
+    lease = take_lease(name, seconds)
     try:
-        yield acquired
+        yield lease
     finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        if lease:
+            lease.release()
 
 
 DENSE_SHARE = 0.1  # above this share of matching rows, a sequential walk beats the index
@@ -286,7 +344,7 @@ def delete_batch(
     Returns how many, and the last key of the batch.
 
     Rows are found through the (col, id) index and deleted by their physical address (ctid, a
-    TID scan) instead of a primary-key probe each. No row locks: the advisory lock keeps
+    TID scan) instead of a primary-key probe each. No row locks: the lease keeps
     cleanups apart, and the DELETE checks `where` again, so a row the messenger changed
     meanwhile (a session active again) is left alone.
     """

@@ -14,6 +14,7 @@ SECTION = "cleanup"
 class CleanupConfig:
     batch_size: int
     time_budget_s: int
+    lease_s: int  # how long a run's lease lasts unless renewed (before each batch)
     story_ttl_hours: int
     story_purge_after_days: int
     session_inactive_days: int
@@ -33,6 +34,7 @@ def read(env: EnvReader) -> CleanupConfig:
     return CleanupConfig(
         batch_size=env.int("CLEANUP_BATCH_SIZE", 5000, 1, 100_000),
         time_budget_s=env.int("CLEANUP_TIME_BUDGET_S", 90, 5, 3600),
+        lease_s=env.int("CLEANUP_LEASE_S", 300, 10, 86_400),
         story_ttl_hours=env.int("STORY_TTL_HOURS", 24, 1, 24 * 365),
         story_purge_after_days=env.int("STORY_PURGE_AFTER_DAYS", 7, 0, 3650),
         session_inactive_days=env.int("SESSION_INACTIVE_DAYS", 30, 1, 3650),

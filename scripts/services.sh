@@ -7,7 +7,9 @@
 #   scripts/services.sh install            install the missing Debian packages only
 #   scripts/services.sh rabbitmqctl ARGS...   rabbitmqctl for the project's RabbitMQ node
 #
-# SERVER is redis, rabbitmq or postgresql. Each server listens on 127.0.0.1 on the project's
+# SERVER is redis, rabbitmq, postgresql or pgbouncer. PgBouncer (transaction pooling, in front of
+# the project's PostgreSQL; `make test` runs the tests marked `pgbouncer` through it) starts only
+# when named: `scripts/services.sh up pgbouncer`. Each server listens on 127.0.0.1 on the project's
 # own ports, keeps its data under var/ and has its own node name, pid file and (for RabbitMQ)
 # its own epmd port, so servers already on the machine on the standard ports are never
 # touched. Running `up` twice is harmless and quick.
@@ -28,6 +30,7 @@ AMQP_DIST_PORT="${SUPWORKER_AMQP_DIST_PORT:-25690}"
 AMQP_EPMD_PORT="${SUPWORKER_EPMD_PORT:-4390}"
 PG_PORT="${SUPWORKER_PG_PORT:-5440}"
 PG_DB=supworker PG_USER=supworker PG_PASSWORD=supworker
+PGBOUNCER_PORT="${SUPWORKER_PGBOUNCER_PORT:-6440}"
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: %s\n' "$*" >&2; exit 1; }
@@ -35,12 +38,14 @@ is_root() { [ "$(id -u)" = 0 ]; }
 
 # --- installing what is missing ---------------------------------------------------------
 pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pgbouncer_bin() { command -v pgbouncer || { [ -x /usr/sbin/pgbouncer ] && echo /usr/sbin/pgbouncer; } || true; }
 
 missing_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
   [ -n "$(pg_bindir)" ] || missing+=(postgresql)
+  [ -n "$(pgbouncer_bin)" ] || missing+=(pgbouncer)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   echo "${missing[@]:-}"
 }
@@ -251,11 +256,65 @@ pg_down() {
   as_user "$user" "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 && log "postgresql stopped" || true
 }
 
+# --- PgBouncer --------------------------------------------------------------------------
+# Transaction pooling, as the README advises operators to run it: a client's transactions may each
+# run on another server session, so nothing supworker relies on may live in the session
+# (docs/operations.md, "PostgreSQL through PgBouncer"). Any database name is passed through to the
+# same name on the project's PostgreSQL (the `*` entry), test databases included.
+pgbouncer_up() {
+  local bin user dir
+  bin="$(pgbouncer_bin)"
+  if "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PGBOUNCER_PORT"; then
+    log "pgbouncer already running on 127.0.0.1:$PGBOUNCER_PORT"; return 0
+  fi
+  user="$(pg_user)"  # PgBouncer refuses to run as root
+  make_service_dir "$user" pgbouncer
+  dir="$(service_dir "$user" pgbouncer)"
+  printf '"%s" "%s"\n' "$PG_USER" "$PG_PASSWORD" >"$dir/userlist.txt"
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+pool_mode = transaction
+; Few server sessions per database: clients share them, so session state would leak (and show).
+default_pool_size = 5
+max_client_conn = 500
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+  is_root && chown "$user" "$dir/userlist.txt" "$dir/pgbouncer.ini" && chmod 600 "$dir/userlist.txt"
+  local as=(); is_root && as=(-u "$user")
+  "$bin" -d "${as[@]}" "$dir/pgbouncer.ini" >/dev/null || die "pgbouncer did not start; see $dir/pgbouncer.log"
+  for _ in $(seq 50); do
+    "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" && {
+      log "pgbouncer up on 127.0.0.1:$PGBOUNCER_PORT (transaction pooling to 127.0.0.1:$PG_PORT)"; return 0
+    }
+    sleep 0.1
+  done
+  die "pgbouncer did not start; see $dir/pgbouncer.log"
+}
+
+pgbouncer_down() {
+  local pidfile; pidfile="$(service_dir "$(pg_user)" pgbouncer)/pgbouncer.pid"
+  [ -s "$pidfile" ] || return 0
+  kill "$(cat "$pidfile")" 2>/dev/null && log "pgbouncer stopped" || true
+  rm -f "$pidfile"
+}
+
 status() {
   local bin; bin="$(pg_bindir)"; rabbit_env
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && echo "redis      up   127.0.0.1:$REDIS_PORT" || echo "redis      down"
   rabbit_running && echo "rabbitmq   up   127.0.0.1:$AMQP_PORT" || echo "rabbitmq   down"
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && echo "postgresql up   127.0.0.1:$PG_PORT" || echo "postgresql down"
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" && echo "pgbouncer  up   127.0.0.1:$PGBOUNCER_PORT" || echo "pgbouncer  down"
 }
 
 # The servers named on the command line (all three when none is), checked.
@@ -264,8 +323,8 @@ servers() {
   [ "$#" -gt 0 ] || set -- redis postgresql rabbitmq
   for name in "$@"; do
     case "$name" in
-      redis | rabbitmq | postgresql) echo "$name" ;;
-      *) die "unknown server '$name' (redis, rabbitmq or postgresql)" ;;
+      redis | rabbitmq | postgresql | pgbouncer) echo "$name" ;;
+      *) die "unknown server '$name' (redis, rabbitmq, postgresql or pgbouncer)" ;;
     esac
   done
 }
@@ -275,16 +334,16 @@ up() {
   install_packages
   mkdir -p "$VAR"  # before service_dir() asks whether the servers' users can reach it
   for name in $names; do
-    case "$name" in redis) redis_up ;; rabbitmq) rabbit_up ;; postgresql) pg_up ;; esac
+    case "$name" in redis) redis_up ;; rabbitmq) rabbit_up ;; postgresql) pg_up ;; pgbouncer) pgbouncer_up ;; esac
   done
 }
 
 down() {
   local names; names="$(servers "$@")"
-  # RabbitMQ first, PostgreSQL, Redis last, unless told otherwise.
-  [ "$#" -gt 0 ] || names="rabbitmq postgresql redis"
+  # RabbitMQ first, PgBouncer, PostgreSQL, Redis last, unless told otherwise.
+  [ "$#" -gt 0 ] || names="rabbitmq pgbouncer postgresql redis"
   for name in $names; do
-    case "$name" in redis) redis_down ;; rabbitmq) rabbit_down ;; postgresql) pg_down ;; esac
+    case "$name" in redis) redis_down ;; rabbitmq) rabbit_down ;; postgresql) pg_down ;; pgbouncer) pgbouncer_down ;; esac
   done
 }
 
@@ -297,5 +356,5 @@ case "$command" in
   install) install_packages ;;
   # rabbitmqctl for the project's node, e.g. `services.sh rabbitmqctl list_queues name messages`
   rabbitmqctl) rabbit_env; rabbitmqctl_ "$@" ;;
-  *) die "usage: $0 up [SERVER...]|down [SERVER...]|status|install|rabbitmqctl ARGS... (SERVER: redis, rabbitmq, postgresql)" ;;
+  *) die "usage: $0 up [SERVER...]|down [SERVER...]|status|install|rabbitmqctl ARGS... (SERVER: redis, rabbitmq, postgresql, pgbouncer)" ;;
 esac

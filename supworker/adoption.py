@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, models
+from django.db import OperationalError, models, transaction
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.operations import AddConstraint, AddField, AddIndex
 from django.db.migrations.operations.base import Operation
@@ -94,38 +94,40 @@ def constraint_exists(cursor: Any, table: str, name: str) -> bool:
 
 
 def run(cursor: Any, change: Change) -> None:
-    """Run one change; a locking one under lock_timeout, retried with backoff while the table is busy."""
+    """Run one change; a locking one under lock_timeout, retried with backoff while the table is busy.
+
+    Each try is a transaction of its own with `SET LOCAL lock_timeout`: the timeout ends with it,
+    so nothing stays behind in the session, and it holds behind PgBouncer in transaction mode,
+    where a session-level SET could land in one server session and the change run in another.
+    """
     config = settings.CONFIG
     if change.concurrent:
-        cursor.execute("RESET lock_timeout")
-        cursor.execute(change.sql)
+        cursor.execute(change.sql)  # waits for no table lock: no lock_timeout, and never in a transaction
         return
-    cursor.execute(f"SET lock_timeout = {int(config.migration_lock_timeout_ms)}")
-    try:
-        for attempt in range(config.migration_lock_retries + 1):
-            try:
+    for attempt in range(config.migration_lock_retries + 1):
+        try:
+            with transaction.atomic(using=cursor.db.alias):
+                cursor.execute(f"SET LOCAL lock_timeout = {int(config.migration_lock_timeout_ms)}")
                 cursor.execute(change.sql)
-                return
-            except OperationalError as error:
-                if getattr(error.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
-                    raise
-                if attempt == config.migration_lock_retries:
-                    raise OperationalError(
-                        f"gave up after {attempt + 1} tries of {config.migration_lock_timeout_ms} ms: a transaction "
-                        f"kept the table locked; run migrate again when it is quieter ({change.sql})"
-                    ) from error
-                pause = min(0.25 * 2**attempt, 15) * random.uniform(0.5, 1)  # noqa: S311 - jitter, not secrecy
-                logger.warning(
-                    "table busy: lock not granted within %d ms, try %d of %d again in %.1f s: %s",
-                    config.migration_lock_timeout_ms,
-                    attempt + 1,
-                    config.migration_lock_retries + 1,
-                    pause,
-                    change.sql,
-                )
-                time.sleep(pause)
-    finally:
-        cursor.execute("RESET lock_timeout")
+            return
+        except OperationalError as error:
+            if getattr(error.__cause__, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            if attempt == config.migration_lock_retries:
+                raise OperationalError(
+                    f"gave up after {attempt + 1} tries of {config.migration_lock_timeout_ms} ms: a transaction "
+                    f"kept the table locked; run migrate again when it is quieter ({change.sql})"
+                ) from error
+            pause = min(0.25 * 2**attempt, 15) * random.uniform(0.5, 1)  # noqa: S311 - jitter, not secrecy
+            logger.warning(
+                "table busy: lock not granted within %d ms, try %d of %d again in %.1f s: %s",
+                config.migration_lock_timeout_ms,
+                attempt + 1,
+                config.migration_lock_retries + 1,
+                pause,
+                change.sql,
+            )
+            time.sleep(pause)
 
 
 class GuestOperation(Operation):

@@ -70,6 +70,13 @@ DATABASES = {
 # (NOW() defaults, comparisons with timestamptz values) agree with the API's; reads are made
 # aware in that zone by supworker.models.messenger.MessengerTimestamp.
 DATABASES["default"]["TIME_ZONE"] = CONFIG.messenger_db_time_zone
+# Set once per connection, by `SET TIME ZONE`: PgBouncer in transaction mode tracks TimeZone per
+# client and sets it again on every server session it lends (docs/operations.md).
+# No server-side cursors (what QuerySet.iterator() uses on PostgreSQL): behind PgBouncer in
+# transaction mode the cursor stays in one server session while the next FETCH may run in
+# another. Always off, rather than a setting an operator must remember: supworker walks big
+# tables in keyset batches and never iterates a queryset, so a direct connection loses nothing.
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -5,10 +5,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from django.db import connections
 from django.db.models.signals import pre_migrate
 from redis import Redis
+
+from tests.testenv import PG_PORT, PGBOUNCER_PORT, VIA_PGBOUNCER
 
 pytest_plugins = ["tests.ingest_fixtures"]
 
@@ -40,3 +43,51 @@ def redis_conn() -> Iterator[Redis]:
     yield conn
     conn.flushdb()
     conn.close()
+
+
+# --- through PgBouncer (SUPWORKER_TEST_VIA_PGBOUNCER=1) -------------------------------------
+# CREATE and DROP DATABASE, and migrate (whose adoption steps set lock_timeout for the session),
+# need a session of their own: the test database is set up and dropped on PostgreSQL directly,
+# and the tests, and every process they start, reach it through PgBouncer.
+
+
+def _connect_default_to(port: int) -> None:
+    """Point the default database (settings.DATABASES, which subprocess_env copies) at `port`."""
+    connection = connections["default"]
+    connection.close()
+    connection.settings_dict["PORT"] = port
+
+
+def _end_pooled_sessions(database: str) -> None:
+    """End the server sessions PgBouncer keeps open on `database`, which DROP DATABASE would wait for."""
+    settings = connections["default"].settings_dict
+    direct = psycopg2.connect(
+        host=settings["HOST"], port=PG_PORT, user=settings["USER"], password=settings["PASSWORD"], dbname="postgres"
+    )
+    try:
+        with direct.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [database],
+            )
+    finally:
+        direct.close()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    if VIA_PGBOUNCER:
+        _connect_default_to(PG_PORT)
+        _end_pooled_sessions("test_" + connections["default"].settings_dict["NAME"])  # an earlier run's
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's set-up (directly, see above); then the tests run through PgBouncer."""
+    if not VIA_PGBOUNCER:
+        yield
+        return
+    _connect_default_to(PGBOUNCER_PORT)
+    yield
+    _end_pooled_sessions(connections["default"].settings_dict["NAME"])
+    _connect_default_to(PG_PORT)

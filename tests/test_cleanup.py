@@ -19,7 +19,8 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
 
-from cleanup.base import Options, advisory_lock
+from cleanup.base import Options, cleanup_lease
+from cleanup.models import CleanupLease
 from cleanup.orphaned_media import CURSOR_KEY
 from cleanup.registry import CLEANUPS
 from notifications.models import Device
@@ -36,7 +37,8 @@ from supworker.models import (
 )
 from tests.helpers import drain_queue, rq_items
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Run again through PgBouncer in transaction mode by `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
 pytest_plugins = ["tests.notification_fixtures"]
 MINUTE = timedelta(minutes=1)
 
@@ -335,8 +337,8 @@ def test_a_second_run_of_the_same_cleanup_does_nothing_while_the_first_holds_the
     holding, release = threading.Event(), threading.Event()
 
     def hold_lock() -> None:
-        with advisory_lock("supworker.cleanup.sessions") as acquired:
-            assert acquired
+        with cleanup_lease("sessions", 60) as lease:
+            assert lease is not None
             holding.set()
             release.wait(10)
         connection.close()
@@ -351,6 +353,35 @@ def test_a_second_run_of_the_same_cleanup_does_nothing_while_the_first_holds_the
         release.set()
         holder.join()
     assert run("sessions")["counts"]["sessions_removed"] == 1
+
+
+def test_a_lease_a_killed_worker_left_runs_out_and_the_next_run_works():
+    """A worker killed mid-run never releases its lease: until it expires, runs are skipped;
+    after, the next run takes it over and does the work."""
+    UserSession.objects.create(user_id=uuid.uuid4(), last_active_at=timezone.now() - timedelta(days=40))
+    CleanupLease.objects.create(name="sessions", holder="killed:1:x", expires_at=timezone.now() + MINUTE)
+    assert run("sessions") == {"cleanup": "sessions", "skipped": "another run holds the lock"}
+    CleanupLease.objects.filter(name="sessions").update(expires_at=timezone.now() - MINUTE)
+
+    assert run("sessions")["counts"]["sessions_removed"] == 1
+    assert not CleanupLease.objects.exists(), "a run releases its lease at the end"
+
+
+def test_a_run_whose_lease_another_run_took_over_stops_and_undoes_its_batch():
+    """A run that stalled past its lease finds, at its next batch, that another run holds the
+    lease: it stops there and that batch is rolled back, so the two never work side by side."""
+    old = timezone.now() - timedelta(days=40)
+    UserSession.objects.bulk_create([UserSession(user_id=uuid.uuid4(), last_active_at=old) for _ in range(5)])
+
+    def taken_over(progress_run) -> None:
+        if progress_run.batches == 1:  # as if the lease ran out and another run took it
+            CleanupLease.objects.filter(name="sessions").update(holder="other:2:y")
+
+    summary = CLEANUPS["sessions"](Options(batch_size=2), progress=taken_over)
+    assert summary["counts"]["sessions_removed"] == 2, "only the batch before the take-over"
+    assert summary["details"]["stopped"] == "the lease on sessions ran out and another run took it"
+    assert UserSession.objects.count() == 3
+    assert CleanupLease.objects.get(name="sessions").holder == "other:2:y", "the other run's lease is left alone"
 
 
 def test_two_concurrent_runs_do_the_work_once():

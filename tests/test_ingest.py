@@ -119,6 +119,7 @@ BAD_MESSAGES = [
 ]
 
 
+@pytest.mark.pgbouncer  # the consumer's records, through PgBouncer too
 def test_invalid_messages_are_dead_lettered_with_their_reason_and_the_rest_flow(consumer, publisher, redis_conn):
     otp_queue = settings.CONFIG.rabbitmq_queue_name
     for number, (routing_key, body, _) in enumerate(BAD_MESSAGES):

@@ -18,7 +18,8 @@ from django.conf import settings
 from supworker.models import Story
 from tests.helpers import run_manage
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Run again through PgBouncer in transaction mode by `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
 
 API_ZONE = "America/New_York"
 

@@ -42,6 +42,7 @@ def test_the_sdk_is_the_pinned_version_and_sends_to_the_configured_endpoint(fcm_
     assert request["headers"]["authorization"] == f"Bearer {fcm_server.token}", "the static token is the bearer"
 
 
+@pytest.mark.pgbouncer  # the notification log, through PgBouncer too
 def test_a_push_to_a_token_is_sent_with_high_priority_ttl_and_string_data_and_logged(fcm_server, redis_conn):
     job = envelope("notification.push", title="Alice", body="Hi there", fcmToken="tok-1", data={"chatId": "42"})
     submit(redis_conn, job)
@@ -183,6 +184,7 @@ def test_a_retry_after_given_as_an_http_date_is_honoured(fcm_server, redis_conn)
     assert 110 <= outcome.retry_after <= 120, outcome.retry_after
 
 
+@pytest.mark.pgbouncer  # the notification log, through PgBouncer too
 def test_a_user_without_an_active_device_gets_a_log_row_saying_so(fcm_server, redis_conn):
     user = str(uuid.uuid4())
     device(user, "retired-phone", active=False)

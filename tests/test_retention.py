@@ -15,7 +15,8 @@ from monitoring.models import HealthCheckResult
 from notifications.models import Notification
 from supworker.models import DeadLetter, GlobalStatistics
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Run again through PgBouncer in transaction mode by `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
 
 
 def days_ago(days: float):

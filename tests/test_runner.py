@@ -24,7 +24,8 @@ from supworker.models import DeadLetter, JobRun
 from supworker.stats import job_counts
 from tests.helpers import drain_queue
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Run again through PgBouncer in transaction mode by `make test`.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
 QUEUE = "cleanup"
 calls: Counter[str] = Counter()
 failures_left: Counter[str] = Counter()

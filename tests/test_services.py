@@ -4,6 +4,7 @@ second set of servers (other ports, data directory, node name) runs beside it.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -44,7 +45,8 @@ def test_running_make_services_twice_is_harmless(redis_conn):
     assert redis_conn.get("survives:services-up") == b"yes"
 
     status = subprocess.run(["scripts/services.sh", "status"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert status.stdout.count(" up ") == 3
+    for name in ("redis", "rabbitmq", "postgresql"):  # PgBouncer runs only when `up pgbouncer` started it
+        assert re.search(rf"^{name} +up ", status.stdout, re.MULTILINE), status.stdout
 
 
 def test_a_throwaway_set_of_servers_starts_and_stops_one_server_at_a_time(tmp_path, redis_conn):

@@ -6,6 +6,11 @@ test keys apart from the jobs of a `make run` on the same machine.
 
 SUPWORKER_TEST_SLOT=N (1-4) lets a second test run share the machine with the first: it
 gets its own test database, Redis database, output directory and web port.
+
+SUPWORKER_TEST_VIA_PGBOUNCER=1 points DATABASE_URL at the project's PgBouncer (transaction
+pooling, `scripts/services.sh up pgbouncer`) instead of PostgreSQL itself; `make test` runs the
+tests marked `pgbouncer` that way. The test database is still created, migrated and dropped
+directly (tests/conftest.py): CREATE and DROP DATABASE need a session of their own.
 """
 
 import os
@@ -17,13 +22,18 @@ assert 0 <= SLOT <= 4, "SUPWORKER_TEST_SLOT is 0 to 4"
 OUTPUT = ROOT / "test-output" / (f"slot{SLOT}" if SLOT else "")
 REDIS_DB = (15, 11, 10, 9, 8)[SLOT]  # 12 to 14 belong to the benchmarks
 WEB_PORT = 18765 + SLOT
+PG_PORT = 5440
+PGBOUNCER_PORT = 6440
+VIA_PGBOUNCER = os.environ.get("SUPWORKER_TEST_VIA_PGBOUNCER") == "1"
 
 os.environ.update(
     {
         "SUPWORKER_ENV_FILE": os.devnull,
         "SUPWORKER_ENV": "development",
         # pytest-django creates and drops test_<name>; the database itself need not exist.
-        "DATABASE_URL": "postgres://supworker:supworker@127.0.0.1:5440/supworker" + (f"_slot{SLOT}" if SLOT else ""),
+        "DATABASE_URL": f"postgres://supworker:supworker@127.0.0.1:{PGBOUNCER_PORT if VIA_PGBOUNCER else PG_PORT}"
+        + "/supworker"
+        + (f"_slot{SLOT}" if SLOT else ""),
         "REDIS_URL": f"redis://127.0.0.1:6390/{REDIS_DB}",
         "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5690/%2F",
         "LOG_DIR": str(OUTPUT / "logs"),
@@ -41,7 +51,7 @@ def _ensure_slot_database() -> None:
 
     name = f"supworker_slot{SLOT}"
     connection = psycopg2.connect(
-        host="127.0.0.1", port=5440, user="supworker", password="supworker", dbname="postgres"
+        host="127.0.0.1", port=PG_PORT, user="supworker", password="supworker", dbname="postgres"
     )
     connection.autocommit = True
     with connection.cursor() as cursor:
