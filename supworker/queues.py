@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
-from redis.backoff import EqualJitterBackoff
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -19,6 +19,7 @@ from redis.sentinel import Sentinel
 
 from supworker import jobtypes
 from supworker.config import RedisSentinel
+from supworker.redis_sentinel import PrimaryCheckedConnection
 
 
 def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
@@ -90,16 +91,21 @@ SENTINEL_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 
 def sentinel_connection_setting(sentinel: RedisSentinel) -> dict[str, object]:
     """django-rq's connection settings through Sentinel: each connection asks the sentinels for
-    the primary when it (re)connects, so a failover is followed without a restart. A connection
-    still open to a demoted primary fails its next write (READONLY) and is retried with
-    REDIS_RETRY, which reconnects to the new one."""
+    the primary when it connects and, while in use, every second (supworker/redis_sentinel.py),
+    so a failover is followed without a restart; commands caught in it are retried with
+    REDIS_RETRY."""
     return {
         "SENTINELS": sentinel.sentinels,
         "MASTER_NAME": sentinel.master,
         "DB": sentinel.db,
         "PASSWORD": sentinel.password or None,
         "SOCKET_TIMEOUT": None,  # as without Sentinel: a worker blocks in BLPOP
-        "CONNECTION_KWARGS": {"socket_connect_timeout": 5, "socket_keepalive": True, "retry": REDIS_RETRY},
+        "CONNECTION_KWARGS": {
+            "connection_class": PrimaryCheckedConnection,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "retry": REDIS_RETRY,
+        },
         "SENTINEL_KWARGS": SENTINEL_TIMEOUTS | {"password": sentinel.sentinel_password or None},
     }
 
@@ -118,4 +124,12 @@ def redis_client(redis_url: str, sentinel: RedisSentinel | None, **options: Any)
     sentinels = Sentinel(
         sentinel.sentinels, sentinel_kwargs=SENTINEL_TIMEOUTS | {"password": sentinel.sentinel_password or None}
     )
-    return sentinels.master_for(sentinel.master, db=sentinel.db, password=sentinel.password or None, **options)
+    # One immediate retry: a command failed because the primary moved is sent to the new one.
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    return sentinels.master_for(
+        sentinel.master,
+        connection_class=PrimaryCheckedConnection,
+        db=sentinel.db,
+        password=sentinel.password or None,
+        **options,
+    )
