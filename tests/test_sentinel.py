@@ -11,6 +11,7 @@ their retries go through the workers' scheduler after the failover) and cleanups
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -33,8 +34,9 @@ from supworker.env import ConfigError
 from supworker.models import DeadLetter, JobRun
 from supworker.queues import rq_queues_setting
 from supworker.rabbit import topology
-from tests.helpers import start_manage, stop, wait_for
-from tests.ingest_fixtures import free_port, queue_depth, subprocess_env
+from supworker.rabbit.consumer import Consumer
+from tests.helpers import rq_items, start_manage, stop, wait_for
+from tests.ingest_fixtures import free_port, queue_depth, start_in_thread, subprocess_env
 from tests.test_faults_restart import publish
 
 pytest_plugins = ["tests.notification_fixtures"]
@@ -136,6 +138,39 @@ def redis_set(tmp_path) -> Iterator[RedisSet]:
         yield servers
     finally:
         servers.stop()
+
+
+# --- acknowledged means replicated ---------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_redis_wait_replicas_acks_a_batch_only_once_a_replica_has_it(settings, rabbit_names, own_redis, tmp_path):
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, redis_wait_replicas=1, redis_wait_timeout_ms=100)
+    messages = phase("w", pushes=0, cleanups=3)
+    consumer = Consumer(redis=own_redis, name="waiting-consumer")
+    thread = start_in_thread(consumer)
+    replica = tmp_path / "replica"
+    replica.mkdir()
+    try:
+        publish(messages)
+        # A lone primary: the jobs are written, but no replica has them, so nothing is acked.
+        wait_for(lambda: "REDIS_WAIT_REPLICAS" in consumer.stats.lastError, 30, "the consumer to wait for a replica")
+        assert consumer.stats.receivedMessages == 0, "nothing acked without a replica"
+
+        subprocess.run(
+            ["redis-server", "--port", str(free_port()), "--bind", "127.0.0.1", "--dir", str(replica), "--daemonize",
+             "yes", "--pidfile", str(replica / "pid"), "--save", "", "--repl-diskless-sync-delay", "0",
+             "--replicaof", "127.0.0.1", str(own_redis.connection_pool.connection_kwargs["port"])],
+            check=True,
+        )  # fmt: skip
+        wait_for(lambda: consumer.stats.receivedMessages == len(messages), 60, "the batch to be acked once replicated")
+        assert sum(queue_depth(source.queue) for source in topology.sources()) == 0
+        enqueued = [item["job_id"] for item in rq_items(own_redis, "cleanup")]
+        assert sorted(enqueued) == sorted(body["jobId"] for _, body in messages), "each job enqueued exactly once"
+    finally:
+        consumer.stop()
+        thread.join(30)
+        if (replica / "pid").exists():
+            os.kill(int((replica / "pid").read_text()), signal.SIGKILL)
 
 
 # --- the failover test -----------------------------------------------------------------------
