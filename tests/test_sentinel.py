@@ -1,11 +1,12 @@
 """Redis through Sentinel: every process follows a failover of the primary without a restart.
 
-The test starts its own primary, replica and three sentinels on free ports (private
+The test starts its own primary, two replicas and three sentinels on free ports (private
 directories, never the shared Redis), and runs `manage.py consume_rabbit` and two
 `manage.py rqworker --with-scheduler` configured only by their environment (REDIS_SENTINELS;
-REDIS_URL points nowhere). The primary is failed over twice: by `SENTINEL FAILOVER`, then by
-kill -9. Push notifications go to the loopback FCM server (some answer UNAVAILABLE once, so
-their retries go through the workers' scheduler after the failover) and cleanups to PostgreSQL.
+REDIS_URL points nowhere; REDIS_WAIT_REPLICAS=1). The primary is failed over twice: by
+`SENTINEL FAILOVER`, then by kill -9. Push notifications go to the loopback FCM server (some
+answer UNAVAILABLE once, so their retries go through the workers' scheduler after each
+failover) and cleanups to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def test_sentinel_settings_are_checked_and_win_over_redis_url():
     assert "REDIS_SENTINELS must be host:port items" in problems and "'sentinel1'" in problems
     assert "'h:99999'" in problems, "every bad item is named at once"
     assert "REDIS_SENTINEL_MASTER" in problems
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(environ | {"REDIS_URL": "", "REDIS_SENTINELS": "h:26379", "REDIS_DB": "16"})
+    assert excinfo.value.problems == ["REDIS_DB must be between 0 and 15, got 16"], "named once"
 
 
 # --- a primary, a replica and three sentinels of the test's own ----------------------------
@@ -251,6 +256,8 @@ def test_every_process_follows_two_failovers_and_every_job_completes(rabbit_name
         killed = redis_set.kill_primary()
         killed_at = time.monotonic()
         after_kill = phase("c", pushes=20, cleanups=2)
+        for _, body in after_kill[:3]:
+            fcm_server.script[body["fcmToken"]] = [("UNAVAILABLE", 1)]
         publish(after_kill)
         wait_for(lambda: succeeded(after_kill), 90, "the jobs published after the primary was killed")
         print(f"stall: SENTINEL FAILOVER {stall:.1f} s, kill -9 {time.monotonic() - killed_at:.1f} s")
@@ -259,7 +266,7 @@ def test_every_process_follows_two_failovers_and_every_job_completes(rabbit_name
         assert {name: p.returncode for name, p in processes.items() if p.poll() is not None} == {}, "none restarted"
         messages = before + after_failover + after_kill
         tokens = Counter(request["message"]["token"] for request in fcm_server.requests)
-        retried = {body["fcmToken"] for _, body in after_failover[:5]}
+        retried = {body["fcmToken"] for _, body in after_failover[:5] + after_kill[:3]}
         pushed = {body["fcmToken"] for key, body in messages if key == "notification.push"}
         assert tokens == {token: 2 if token in retried else 1 for token in pushed}, "each push sent once (+1 retry)"
         assert DeadLetter.objects.count() == 0
