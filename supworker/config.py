@@ -37,6 +37,17 @@ LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR
 
 
 @dataclass(frozen=True)
+class RedisSentinel:
+    """REDIS_SENTINELS set: Redis is reached through these sentinels, which name its primary."""
+
+    sentinels: list[tuple[str, int]]
+    master: str  # the monitored primary's name (REDIS_SENTINEL_MASTER)
+    sentinel_password: str  # the sentinels' own password
+    password: str  # the data nodes' password (REDIS_PASSWORD)
+    db: int
+
+
+@dataclass(frozen=True)
 class Config:
     production: bool
     secret_key: str
@@ -50,6 +61,9 @@ class Config:
     migration_lock_timeout_ms: int
     migration_lock_retries: int
     redis_url: str
+    redis_sentinel: RedisSentinel | None  # when set, it wins over redis_url
+    redis_wait_replicas: int  # replicas that must have a batch's jobs before RabbitMQ is acked (0: off)
+    redis_wait_timeout_ms: int
     rabbitmq_url: str
     rabbitmq_exchange: str
     rabbitmq_queue_name: str
@@ -120,6 +134,28 @@ def _redis_url(env: EnvReader) -> str:
     password = env.str("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _redis_sentinel(env: EnvReader) -> RedisSentinel | None:
+    """REDIS_SENTINELS: `host:port` items separated by commas; unset, Redis is reached directly."""
+    sentinels = []
+    for item in env.list("REDIS_SENTINELS", []):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            env.fail("REDIS_SENTINELS", f"must be host:port items separated by commas (port 1-65535); got {item!r}")
+        else:
+            sentinels.append((host.strip("[]"), int(port)))  # [::1]:26379 names an IPv6 host
+    master = env.name("REDIS_SENTINEL_MASTER", "mymaster")
+    sentinel_password = env.str("REDIS_SENTINEL_PASSWORD")
+    if not sentinels:
+        return None
+    return RedisSentinel(
+        sentinels=sentinels,
+        master=master,
+        sentinel_password=sentinel_password,
+        password=env.str("REDIS_PASSWORD"),
+        db=env.int("REDIS_DB", 0, 0, 15),
+    )
 
 
 def _secret_key_from_file(env: EnvReader) -> str:
@@ -254,6 +290,9 @@ def load_config(environ: Mapping[str, str] | None = None, apps: Iterable[str] | 
         migration_lock_timeout_ms=env.int("MIGRATION_LOCK_TIMEOUT_MS", 2000, 10, 600_000),
         migration_lock_retries=env.int("MIGRATION_LOCK_RETRIES", 30, 0, 1000),
         redis_url=_redis_url(env),
+        redis_sentinel=_redis_sentinel(env),
+        redis_wait_replicas=env.int("REDIS_WAIT_REPLICAS", 0, 0, 100),
+        redis_wait_timeout_ms=env.int("REDIS_WAIT_TIMEOUT_MS", 1000, 1, 600_000),
         rabbitmq_url=env.url(
             "RABBITMQ_URL", schemes=("amqp", "amqps"), default="amqp://guest:guest@127.0.0.1:5690/%2F"
         ),

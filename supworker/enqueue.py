@@ -145,7 +145,9 @@ def redis_connection() -> Redis:
     the shutdown flag, which must answer at once, and for jobs, whose errors are retried.
     """
     connection = django_rq.get_connection(jobtypes.queues()[0].name)  # every queue is on the same Redis
-    connection.set_retry(RedisRetry(NoBackoff(), 0))
+    # Through Sentinel, one immediate retry: a command failed because the primary moved is sent
+    # to the new one (supworker/redis_sentinel.py).
+    connection.set_retry(RedisRetry(NoBackoff(), 1 if settings.CONFIG.redis_sentinel else 0))
     return connection
 
 

@@ -36,7 +36,9 @@ class EnvReader:
         self.problems: list[str] = []
 
     def fail(self, name: str, why: str) -> None:
-        self.problems.append(f"{name} {why}")
+        problem = f"{name} {why}"
+        if problem not in self.problems:  # a variable two settings read (REDIS_DB) is named once
+            self.problems.append(problem)
 
     def raw(self, *names: str) -> tuple[str, str | None]:
         """The first of `names` that is set to a non-blank value, as (name, value)."""

@@ -7,13 +7,19 @@ every waiting normal one, and each queue stays first in, first out.
 
 from __future__ import annotations
 
-from redis.backoff import EqualJitterBackoff
+from typing import Any
+
+from redis import Redis
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from supworker import jobtypes
+from supworker.config import RedisSentinel
+from supworker.redis_sentinel import PrimaryCheckedConnection
 
 
 def worker_queues(names: list[str], *, exact: bool = False) -> list[str]:
@@ -79,7 +85,51 @@ def redis_connection_setting(redis_url: str) -> dict[str, object]:
     }
 
 
-def rq_queues_setting(redis_url: str) -> dict[str, dict[str, object]]:
+# A sentinel that does not answer at once is skipped for the next one.
+SENTINEL_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 1}
+
+
+def sentinel_connection_setting(sentinel: RedisSentinel) -> dict[str, object]:
+    """django-rq's connection settings through Sentinel: each connection asks the sentinels for
+    the primary when it connects and, while in use, every second (supworker/redis_sentinel.py),
+    so a failover is followed without a restart; commands caught in it are retried with
+    REDIS_RETRY."""
+    return {
+        "SENTINELS": sentinel.sentinels,
+        "MASTER_NAME": sentinel.master,
+        "DB": sentinel.db,
+        "PASSWORD": sentinel.password or None,
+        "SOCKET_TIMEOUT": None,  # as without Sentinel: a worker blocks in BLPOP
+        "CONNECTION_KWARGS": {
+            "connection_class": PrimaryCheckedConnection,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "retry": REDIS_RETRY,
+        },
+        "SENTINEL_KWARGS": SENTINEL_TIMEOUTS | {"password": sentinel.sentinel_password or None},
+    }
+
+
+def rq_queues_setting(redis_url: str, sentinel: RedisSentinel | None = None) -> dict[str, dict[str, object]]:
     """django-rq's RQ_QUEUES: every queue on the same Redis, with its default timeout."""
-    connection = redis_connection_setting(redis_url)
+    connection = sentinel_connection_setting(sentinel) if sentinel else redis_connection_setting(redis_url)
     return {spec.name: connection | {"DEFAULT_TIMEOUT": spec.default_timeout} for spec in jobtypes.queues()}
+
+
+def redis_client(redis_url: str, sentinel: RedisSentinel | None, **options: Any) -> Redis:
+    """A client of supworker's Redis with these connection options, through Sentinel when set
+    (for a process that manages its own connection, such as the consumer)."""
+    if sentinel is None:
+        return Redis.from_url(redis_url, **options)
+    sentinels = Sentinel(
+        sentinel.sentinels, sentinel_kwargs=SENTINEL_TIMEOUTS | {"password": sentinel.sentinel_password or None}
+    )
+    # One immediate retry: a command failed because the primary moved is sent to the new one.
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    return sentinels.master_for(
+        sentinel.master,
+        connection_class=PrimaryCheckedConnection,
+        db=sentinel.db,
+        password=sentinel.password or None,
+        **options,
+    )

@@ -121,7 +121,7 @@ STORAGES = {
 # Per-queue defaults; the per-job-type policy (priority, timeout, retries) is in supworker.queues.
 from supworker.queues import rq_queues_setting  # noqa: E402 - needs CONFIG above
 
-RQ_QUEUES = rq_queues_setting(CONFIG.redis_url)
+RQ_QUEUES = rq_queues_setting(CONFIG.redis_url, CONFIG.redis_sentinel)
 RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl, "WORKER_CLASS": "supworker.worker.Worker"}
 RQ_SHOW_ADMIN_LINK = True
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from redis.sentinel import SentinelConnectionPool
 from rq import Worker as RQWorker
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
@@ -35,6 +36,10 @@ from rq.job import Job
 from supworker.enqueue import RUN_BATCH
 from supworker.handlers import prepare_worker
 from supworker.runner import give_up
+
+# Seconds an idle worker waits in BLPOP when Redis is reached through Sentinel: after a
+# failover, its next BLPOP asks the sentinels for the primary (supworker/redis_sentinel.py).
+SENTINEL_DEQUEUE_TIMEOUT = 2
 
 
 class Worker(RQWorker):
@@ -68,8 +73,13 @@ class Worker(RQWorker):
 
     @property
     def dequeue_timeout(self) -> int:
-        # An idle worker must come out of BLPOP in time for its next cleanup.
-        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+        # An idle worker must come out of BLPOP in time for its next cleanup; through Sentinel,
+        # soon after a failover too: a BLPOP left on the old primary sees no new job.
+        limit = int(self.maintenance_interval)
+        pool = getattr(getattr(self, "connection", None), "connection_pool", None)  # None while __init__ runs
+        if isinstance(pool, SentinelConnectionPool):
+            limit = min(limit, SENTINEL_DEQUEUE_TIMEOUT)
+        return max(1, min(super().dequeue_timeout, limit))
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """RQ's formula with `heartbeat_margin` in place of its fixed 60 s (and never below it)."""

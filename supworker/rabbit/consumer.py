@@ -42,11 +42,19 @@ from supworker.envelope import Envelope
 from supworker.masking import dead_letter_body, mask_payload
 from supworker.models import DeadLetter
 from supworker.payloads import InvalidMessage, parse_message, usable_message_id
+from supworker.queues import redis_client
 from supworker.rabbit import topology
 from supworker.shutdown import requested_since
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
 
 log = logging.getLogger(__name__)
+
+REPLICATION_MARK = "supworker:consumer-replicated:"  # + name: written before each WAIT
+
+
+class NotReplicated(RedisError):
+    """Fewer replicas than REDIS_WAIT_REPLICAS confirmed a batch: it must not be acked."""
+
 
 # A message without a jobId is recognised on redelivery by a fingerprint of its body, kept
 # this long: identical anonymous messages within the window count as one job.
@@ -99,8 +107,12 @@ class Consumer:
     def __init__(self, redis: Redis | None = None, name: str | None = None):
         config = settings.CONFIG
         self.config = config
-        self.redis = redis or Redis.from_url(
-            config.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        self.redis = redis or redis_client(
+            config.redis_url,
+            config.redis_sentinel,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.stats = Stats()
@@ -272,6 +284,8 @@ class Consumer:
         for delivery, reason in rejected:
             self._dead_letter(delivery, reason)
         result = enqueue(self.redis, submissions, queue_of) if submissions else None
+        if submissions and self.config.redis_wait_replicas:
+            self._wait_for_replicas()
         self._open(self._channel).basic_ack(delivery_tag=deliveries[-1].tag, multiple=True)
         self._buffer = []
 
@@ -282,6 +296,23 @@ class Consumer:
         self.stats.redeliveredMessages += sum(d.redelivered for d in deliveries)
         self.stats.lastMessageAt = now
         self._save_stats()
+
+    def _wait_for_replicas(self) -> None:
+        """REDIS_WAIT_REPLICAS: ack only once that many replicas have the batch's jobs, so a primary
+        lost right after the ack takes none of them along. A mark written just before WAIT, on the
+        same connection, puts every earlier write (this batch's, or the first delivery's of a
+        redelivered duplicate) under the offset WAIT waits for. Too few replicas in time: raised
+        as a Redis error, so the batch is not acked and RabbitMQ redelivers it; the redelivery
+        is deduplicated if the jobs survived and enqueued again if they did not, then waited for."""
+        wanted, timeout_ms = self.config.redis_wait_replicas, self.config.redis_wait_timeout_ms
+        with self.redis.pipeline(transaction=False) as pipe:  # one connection, in order
+            pipe.set(REPLICATION_MARK + self.name, time.time(), ex=3600)
+            pipe.execute_command("WAIT", wanted, timeout_ms)
+            _, replicas = pipe.execute()
+        if replicas < wanted:
+            raise NotReplicated(
+                f"only {replicas} of {wanted} replica(s) (REDIS_WAIT_REPLICAS) had the batch within {timeout_ms} ms"
+            )
 
     def _identity(self, job_id: str | None, delivery: Delivery) -> tuple[str, str, int]:
         """The job id, its deduplication key and how long that key is remembered."""
