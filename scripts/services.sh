@@ -203,7 +203,11 @@ epmd_down() {
 rabbit_down() {
   rabbit_env
   rabbit_running || { epmd_down; return 0; }
-  rabbitmqctl_ -q stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 && log "rabbitmq stopped" || true
+  # With a pid file, `stop` waits for the node's process to end; the node another checkout
+  # started has its pid file there, and waiting for a file that never appears would hang.
+  local pid_file=()
+  [ -s "$RABBITMQ_PID_FILE" ] && pid_file=("$RABBITMQ_PID_FILE")
+  rabbitmqctl_ -q stop "${pid_file[@]}" >/dev/null 2>&1 && log "rabbitmq stopped" || true
   epmd_down
 }
 
