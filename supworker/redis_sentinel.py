@@ -41,7 +41,7 @@ class PrimaryCheckedConnection(SentinelManagedConnection):
             # redis-py's own reconnect, when a command is retried, goes back to the address the
             # connection had: this one asks the sentinels.
             self.connect()
-        elif check_health and check_health and time.monotonic() - self._checked_at >= CHECK_SECONDS:
+        elif check_health and time.monotonic() - self._checked_at >= CHECK_SECONDS:
             self._checked_at = time.monotonic()
             self._check_primary()
         super().send_packed_command(command, check_health)
