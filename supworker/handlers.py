@@ -108,21 +108,27 @@ def handles_batch(job_type: str) -> Callable[[BatchHandler], BatchHandler]:
     return register
 
 
+def one_at_a_time(fn: Callable[[Envelope], Any]) -> BatchHandler:
+    """A batch handler that calls `fn` on each item; whatever it raises becomes that item's outcome."""
+
+    def each(envelopes: list[Envelope]) -> list[Outcome]:
+        outcomes = []
+        for envelope in envelopes:
+            try:
+                outcomes.append(Outcome.success(envelope, fn(envelope)))
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
+                outcomes.append(Outcome.failure(envelope, exc))
+        return outcomes
+
+    return each
+
+
 def handles(job_type: str) -> Callable[[Callable[[Envelope], Any]], Callable[[Envelope], Any]]:
     """Register a one-item handler; the runner calls it for each item of a batch."""
     _declared(job_type)
 
     def register(fn: Callable[[Envelope], Any]) -> Callable[[Envelope], Any]:
-        def each(envelopes: list[Envelope]) -> list[Outcome]:
-            outcomes = []
-            for envelope in envelopes:
-                try:
-                    outcomes.append(Outcome.success(envelope, fn(envelope)))
-                except Exception as exc:  # noqa: BLE001 - every failure becomes an outcome
-                    outcomes.append(Outcome.failure(envelope, exc))
-            return outcomes
-
-        _HANDLERS[job_type] = each
+        _HANDLERS[job_type] = one_at_a_time(fn)
         return fn
 
     return register

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,13 +31,20 @@ from rq.results import Result
 from supworker import records
 from supworker.enqueue import batch_jobs, create_jobs, redis_connection
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome, PermanentError, Settled, TransientError, handler_for, report_settled
+from supworker.handlers import (
+    BatchHandler,
+    Outcome,
+    PermanentError,
+    Settled,
+    TransientError,
+    handler_for,
+    report_settled,
+)
 from supworker.models.job_records import JobStatus
 from supworker.policy import retry_delay
 from supworker.stats import count_outcomes, observe_duration
 
 log = logging.getLogger(__name__)
-Handler = Callable[[list[Envelope]], list[Outcome]]  # a batch handler, as handlers.handles_batch registers
 
 
 def run_batch(items: list[dict]) -> dict[str, int]:
@@ -65,7 +71,7 @@ def run_batch(items: list[dict]) -> dict[str, int]:
 HERE = "manage.py"  # the queue a record names for an item run in a command's own process
 
 
-def run_here(envelopes: list[Envelope], handler: Handler | None = None) -> list[Settled]:
+def run_here(envelopes: list[Envelope], handler: BatchHandler | None = None) -> list[Settled]:
     """Run items now, in this process (a management command), recorded and counted as run_batch
     records and counts them; `handler` replaces the job type's registered one when given.
 
@@ -152,7 +158,7 @@ def count(settlement: Settlement, connection: Redis) -> None:
         pipe.execute()
 
 
-def handle(envelopes: list[Envelope], handler: Handler | None = None) -> list[Outcome]:
+def handle(envelopes: list[Envelope], handler: BatchHandler | None = None) -> list[Outcome]:
     """Run each type's handler (or `handler`) on its items; whatever goes wrong becomes an item's outcome."""
     by_type: dict[str, list[Envelope]] = defaultdict(list)
     for envelope in envelopes:

@@ -11,7 +11,7 @@ from cleanup import progress
 from cleanup.base import Options, parse_duration
 from cleanup.registry import CLEANUPS
 from supworker.envelope import Envelope
-from supworker.handlers import Outcome
+from supworker.handlers import one_at_a_time
 from supworker.runner import run_here
 
 
@@ -57,17 +57,13 @@ class Command(BaseCommand):
 
         with progress.reporter() as report:
 
-            def run_cleanup(envelopes: list[Envelope]) -> list[Outcome]:
+            def run_cleanup(item: Envelope) -> dict[str, Any]:
                 # The queued job's handler (cleanup/jobs.py) less what a terminal must not do:
                 # hand the rest of an out-of-time run to a worker. Plus this terminal's progress.
-                (item,) = envelopes
-                try:
-                    return [Outcome.success(item, CLEANUPS[name](run_options, progress=report))]
-                except Exception as exc:  # noqa: BLE001 - an outcome, as a job's: its traceback goes to the record
-                    return [Outcome.failure(item, exc)]
+                return CLEANUPS[name](run_options, progress=report)
 
             # On Ctrl-C too, run_here records the run failed before the interrupt goes on.
-            settled = run_here([envelope], run_cleanup)
+            settled = run_here([envelope], one_at_a_time(run_cleanup))
         if not settled:  # records.start skipped it: the same job id succeeded within this second
             raise CommandError(f"cleanup {name}: {envelope.job_id} has run already; try again")
         outcome = settled[0].outcome
@@ -81,10 +77,11 @@ class Command(BaseCommand):
             return
         mode = " (dry run: nothing changed)" if summary["dry_run"] else ""
         self.stdout.write(self.style.SUCCESS(f"{summary['cleanup']}{mode}"))
+        width = max([28, *map(len, summary["counts"])])  # retention's names are longer than most
         for key, value in sorted(summary["counts"].items()):
-            self.stdout.write(f"  {key:<28} {value:>12,}")
+            self.stdout.write(f"  {key:<{width}} {value:>12,}")
         self.stdout.write(
-            f"  {'batches':<28} {summary['batches']:>12,}\n"
-            f"  {'slowest batch':<28} {summary['slowest_batch_s']:>11.3f}s\n"
-            f"  {'duration':<28} {summary['duration_s']:>11.3f}s"
+            f"  {'batches':<{width}} {summary['batches']:>12,}\n"
+            f"  {'slowest batch':<{width}} {summary['slowest_batch_s']:>11.3f}s\n"
+            f"  {'duration':<{width}} {summary['duration_s']:>11.3f}s"
         )
