@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from supworker.enqueue import redis_connection
-from supworker.rabbit.publisher import connect
+from supworker.rabbit.connection import connect
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _redis() -> None:
 
 
 def _rabbitmq() -> None:
-    connect().close()
+    connect("health check").close()
 
 
 def _storage() -> None:

@@ -34,6 +34,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEV_SECRET_KEY = "dev-only-insecure-key-never-use-in-production"  # noqa: S105 - development default
 LOG_LEVELS = {name.lower(): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")} | {"warn": "WARNING"}
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5690/%2F"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class Config:
     redis_sentinel: RedisSentinel | None  # when set, it wins over redis_url
     redis_wait_replicas: int  # replicas that must have a batch's jobs before RabbitMQ is acked (0: off)
     redis_wait_timeout_ms: int
-    rabbitmq_url: str
+    rabbitmq_url: str  # one node's URL, or several nodes' separated by commas: rabbitmq_urls
+    rabbitmq_queue_type: str  # "classic" or "quorum": how supworker declares its own queues
+    rabbitmq_delivery_limit: int  # quorum queues: deliveries before RabbitMQ dead-letters a message
     rabbitmq_exchange: str
     rabbitmq_queue_name: str
     rabbitmq_queue_prefix: str
@@ -107,6 +110,11 @@ class Config:
         return dataclasses.replace(
             self, sections=self.sections | {name: dataclasses.replace(self.sections[name], **changes)}
         )
+
+    @property
+    def rabbitmq_urls(self) -> list[str]:
+        """The RabbitMQ nodes to connect to, in the order RABBITMQ_URL lists them."""
+        return [url.strip() for url in self.rabbitmq_url.split(",") if url.strip()]
 
     def secrets(self) -> set[str]:
         """Values never to be written to a log: the core's and those each section names."""
@@ -218,6 +226,15 @@ def _adopt_queues(env: EnvReader, own: set[str]) -> dict[str, str]:
     return adopted
 
 
+def _rabbitmq_url(env: EnvReader) -> str:
+    """RABBITMQ_URL: one node's amqp(s) URL, or the nodes of a cluster separated by commas."""
+    raw = env.str("RABBITMQ_URL", default=DEFAULT_RABBITMQ_URL)
+    nodes = [url.strip() for url in raw.split(",") if url.strip()]
+    if not all([env.valid_url("RABBITMQ_URL", url, ("amqp", "amqps")) for url in nodes]):  # each named
+        return DEFAULT_RABBITMQ_URL
+    return ",".join(nodes)
+
+
 def _shutdown_token(env: EnvReader) -> str:
     token = env.str("SHUTDOWN_TOKEN")
     if token and len(token) < 32:
@@ -293,9 +310,11 @@ def load_config(environ: Mapping[str, str] | None = None, apps: Iterable[str] | 
         redis_sentinel=_redis_sentinel(env),
         redis_wait_replicas=env.int("REDIS_WAIT_REPLICAS", 0, 0, 100),
         redis_wait_timeout_ms=env.int("REDIS_WAIT_TIMEOUT_MS", 1000, 1, 600_000),
-        rabbitmq_url=env.url(
-            "RABBITMQ_URL", schemes=("amqp", "amqps"), default="amqp://guest:guest@127.0.0.1:5690/%2F"
+        rabbitmq_url=_rabbitmq_url(env),
+        rabbitmq_queue_type=env.choice(
+            "RABBITMQ_QUEUE_TYPE", choices={"classic": "classic", "quorum": "quorum"}, default="classic"
         ),
+        rabbitmq_delivery_limit=env.int("RABBITMQ_DELIVERY_LIMIT", 20, 1, 1000),
         rabbitmq_exchange=env.name("RABBITMQ_EXCHANGE", "sup_exchange"),
         rabbitmq_queue_name=otp_queue,
         rabbitmq_queue_prefix=queue_prefix,

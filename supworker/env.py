@@ -100,19 +100,23 @@ class EnvReader:
         name, value = self.raw(*names)
         if value is None:
             return default
+        return value if self.valid_url(name, value, schemes) else default
+
+    def valid_url(self, name: builtins.str, value: builtins.str, schemes: tuple[builtins.str, ...]) -> builtins.bool:
+        """Whether `value` is a URL of one of `schemes` naming a host; if not, the problem is noted."""
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError as exc:
             self.fail(name, f"is not a valid URL ({exc})")
-            return default
+            return False
         if parts.scheme not in schemes:
             self.fail(name, f"must be a {'/'.join(schemes)} URL, got scheme {parts.scheme or 'none'!r}")
-            return default
+            return False
         if not parts.hostname and parts.scheme not in ("unix",):
             self.fail(name, "must name a host")
-            return default
-        return value
+            return False
+        return True
 
     def list(self, name: builtins.str, default: list[builtins.str]) -> list[builtins.str]:
         _, value = self.raw(name)

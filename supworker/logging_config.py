@@ -56,7 +56,7 @@ class Redactor:
         values: set[str] = set()
         if config is not None:
             values.update(config.secrets())
-            for url in (config.redis_url, config.rabbitmq_url, config.database_url):
+            for url in (config.redis_url, *config.rabbitmq_urls, config.database_url):
                 password = urlsplit(url).password or ""
                 values.update((password, unquote(password)))
         # Longest first, so a secret that contains another is hidden whole.

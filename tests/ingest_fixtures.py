@@ -20,8 +20,9 @@ from django.db import connections
 from redis import Redis
 
 from supworker.rabbit import topology
+from supworker.rabbit.connection import connect
 from supworker.rabbit.consumer import Consumer
-from supworker.rabbit.publisher import Publisher, connect
+from supworker.rabbit.publisher import Publisher
 from tests.helpers import wait_for
 
 

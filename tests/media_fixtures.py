@@ -65,7 +65,7 @@ def media_events(rabbit_names) -> Iterator[tuple[object, str]]:
     """A queue bound to media.processed and media.failed on the test's sup_exchange."""
     from django.conf import settings as django_settings
 
-    from supworker.rabbit.publisher import connect
+    from supworker.rabbit.connection import connect
 
     connection = connect()
     channel = connection.channel()

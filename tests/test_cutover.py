@@ -21,8 +21,9 @@ import pika
 import pytest
 from django.conf import settings
 
+from supworker.rabbit.connection import connect
 from supworker.rabbit.consumer import Consumer
-from supworker.rabbit.publisher import Publisher, connect
+from supworker.rabbit.publisher import Publisher
 from tests.helpers import rq_items, run_manage, start_manage, stop, wait_for
 from tests.ingest_fixtures import queue_depth, start_in_thread, subprocess_env
 from tests.node_stand_ins import NodeConsumer

@@ -41,7 +41,7 @@ from supworker.envelope import Envelope
 from supworker.models import DeadLetter, JobRun
 from supworker.models.messenger import Message, UserSession
 from supworker.rabbit import topology
-from supworker.rabbit.publisher import connect
+from supworker.rabbit.connection import connect
 from tests.fault_proxy import FaultProxy
 from tests.helpers import rq_items, start_manage, stop, wait_for
 from tests.ingest_fixtures import dead_letters, free_port, queue_depth, subprocess_env

@@ -20,7 +20,7 @@ from rq import SimpleWorker
 
 from supworker.models import JobRun
 from supworker.rabbit import topology
-from supworker.rabbit.publisher import connect
+from supworker.rabbit.connection import connect
 from tests.helpers import rq_items, start_manage, stop, wait_for
 from tests.ingest_fixtures import queue_depth, subprocess_env
 from tests.testenv import ROOT

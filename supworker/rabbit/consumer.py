@@ -44,6 +44,7 @@ from supworker.models import DeadLetter
 from supworker.payloads import InvalidMessage, parse_message, usable_message_id
 from supworker.queues import redis_client
 from supworker.rabbit import topology
+from supworker.rabbit.connection import connect
 from supworker.shutdown import requested_since
 from supworker.stats import CONSUMER_KEY, CONSUMERS_KEY, memory_usage
 
@@ -142,6 +143,9 @@ class Consumer:
             except RedisError as exc:
                 self._failed(f"Redis unavailable: {exc}")
                 self._wait_for_redis(backoff)
+            except topology.QueueMismatch as exc:  # nothing to consume until an operator moves the queue
+                self._failed(str(exc))
+                self._stopping.wait(backoff.next())
             except (AMQPError, OSError) as exc:
                 self._failed(f"RabbitMQ connection lost: {exc!r}")
                 self._stopping.wait(backoff.next())
@@ -155,10 +159,7 @@ class Consumer:
         # Registered on every (re)connection: a consumer started while Redis is down waits for
         # it instead of dying, and one whose Redis lost its data appears again.
         self.redis.sadd(CONSUMERS_KEY, self.name)
-        params = pika.URLParameters(self.config.rabbitmq_url)
-        params.heartbeat = 30
-        params.client_properties = {"connection_name": f"supworker consumer {self.name}"}
-        self._connection = pika.BlockingConnection(params)
+        self._connection = connect("consumer", heartbeat=30)
         self._channel = self._connection.channel()
         sources = self._present(topology.declare(self._channel))
         self._channel.basic_qos(prefetch_count=self.batch_limit)

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.exceptions import ChannelClosedByBroker
+from pika.exceptions import AMQPChannelError, ChannelClosedByBroker
 
 from supworker import jobtypes
 
-NOT_FOUND = 404  # AMQP reply code
+NOT_FOUND = 404  # AMQP reply codes
+PRECONDITION_FAILED = 406
 
 # Events supworker itself publishes on the main exchange for the messenger. Our media queue is
 # bound to media.# (so that unknown media types are dead-lettered, not lost), which also
@@ -68,27 +69,95 @@ def sources() -> list[Source]:
     ]
 
 
-def declare(channel: BlockingChannel) -> list[Source]:
-    exchange = settings.CONFIG.rabbitmq_exchange
-    channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-    dead_exchange, dead_queue = dead_letter_exchange(), dead_letter_queue()
-    channel.exchange_declare(dead_exchange, exchange_type="topic", durable=True)
-    channel.queue_declare(dead_queue, durable=True)
-    channel.queue_bind(dead_queue, dead_exchange, routing_key="#")
+@dataclass(frozen=True)
+class OwnQueue:
+    """A queue supworker declares with its own arguments (RABBITMQ_QUEUE_TYPE applies to it)."""
+
+    name: str
+    arguments: dict[str, str | int]
+    bindings: tuple[tuple[str, str], ...]  # (exchange, routing-key pattern) it is bound with
+
+
+class QueueMismatch(AMQPChannelError):
+    """RabbitMQ holds one of supworker's queues with other arguments than the settings ask for."""
+
+
+def own_queues() -> list[OwnQueue]:
+    """The dead-letter queue and each domain's queue on the main exchange; not the OTP queue
+    (declared as the LMS declares it) nor adopted ones (their owner declared them)."""
+    config = settings.CONFIG
     declared = sources()
     adopting = {source.domain for source in declared if source.adopted}
+    queues = [OwnQueue(dead_letter_queue(), queue_arguments(dead_lettered=False), ((dead_letter_exchange(), "#"),))]
     for source in declared:
-        if source.adopted:
-            continue  # its owner declared it, with arguments of its own: see missing_queues
-        if source.binding is None:
+        if source.adopted or source.binding is None:
+            continue
+        # While a domain is adopted, the operator binds its queue (manage.py rabbit_binding).
+        bindings = () if source.domain in adopting else ((config.rabbitmq_exchange, source.binding),)
+        queues.append(OwnQueue(source.queue, queue_arguments(dead_lettered=True), bindings))
+    return queues
+
+
+def declare_exchanges(channel: BlockingChannel) -> None:
+    channel.exchange_declare(settings.CONFIG.rabbitmq_exchange, exchange_type="topic", durable=True)
+    channel.exchange_declare(dead_letter_exchange(), exchange_type="topic", durable=True)
+
+
+def declare(channel: BlockingChannel) -> list[Source]:
+    declare_exchanges(channel)
+    for queue in own_queues():
+        declare_own(channel, queue)
+        for exchange, routing_key in queue.bindings:
+            channel.queue_bind(queue.name, exchange, routing_key=routing_key)
+    declared = sources()
+    for source in declared:
+        if source.binding is None and not source.adopted:
             # Declared exactly as the LMS publishers and worker declare it: other arguments
             # would make their declaration fail with PRECONDITION_FAILED.
             channel.queue_declare(source.queue, durable=True)
-            continue
-        channel.queue_declare(source.queue, durable=True, arguments={"x-dead-letter-exchange": dead_exchange})
-        if source.domain not in adopting:  # else the operator binds it (manage.py rabbit_binding)
-            channel.queue_bind(source.queue, exchange, routing_key=source.binding)
     return declared
+
+
+def declare_own(channel: BlockingChannel, queue: OwnQueue) -> None:
+    """Declare one of supworker's queues; QueueMismatch says what to do when RabbitMQ has it otherwise."""
+    try:
+        channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code != PRECONDITION_FAILED:
+            raise
+        config = settings.CONFIG
+        raise QueueMismatch(
+            f"RabbitMQ holds the queue {queue.name!r} with other arguments than RABBITMQ_QUEUE_TYPE="
+            f"{config.rabbitmq_queue_type} and RABBITMQ_DELIVERY_LIMIT={config.rabbitmq_delivery_limit} ask for "
+            f"({exc.reply_text}); stop the consumers and run `manage.py rabbit_move_queues` "
+            "(docs/operations.md, Moving to quorum queues)"
+        ) from exc
+
+
+def queue_arguments(dead_lettered: bool) -> dict[str, str | int]:
+    """How supworker's own queues are declared (RABBITMQ_QUEUE_TYPE); never the OTP queue nor adopted ones.
+
+    A quorum queue is replicated over the cluster's nodes and survives the loss of a minority.
+    Its dead-lettering is at-least-once: a dead-lettered message leaves the queue only once the
+    dead-letter queue confirmed it (which requires reject-publish overflow; the queues have no
+    length limit, so it never rejects). RABBITMQ_DELIVERY_LIMIT bounds redeliveries: a message
+    that kills every consumer that takes it is dead-lettered instead of looping forever.
+    RabbitMQ compares these arguments at every declaration: changing either setting for
+    existing queues is a move (manage.py rabbit_move_queues).
+    """
+    config = settings.CONFIG
+    arguments: dict[str, str | int] = {}
+    if dead_lettered:
+        arguments["x-dead-letter-exchange"] = dead_letter_exchange()
+    if config.rabbitmq_queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+        if dead_lettered:
+            arguments |= {
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": config.rabbitmq_delivery_limit,
+            }
+    return arguments
 
 
 def missing_queues(connection: BlockingConnection, queues: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from supworker.rabbit import topology
-from supworker.rabbit.publisher import connect
+from supworker.rabbit.connection import connect
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, queue: str, pattern: str, **options: Any) -> None:
         exchange = settings.CONFIG.rabbitmq_exchange
         try:
-            connection = connect()
+            connection = connect("rabbit_binding")
         except AMQPError as exc:
             raise CommandError(f"cannot connect to RabbitMQ: {exc!r}") from exc
         try:
