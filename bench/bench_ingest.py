@@ -60,7 +60,7 @@ def run() -> Table:
     redis = Redis.from_url(config.redis_url)
     connection: pika.BlockingConnection | None = None
     try:
-        connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+        connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
         channel = connection.channel()
         _declare(channel)
         bodies, expected_ids = _messages()
@@ -243,7 +243,7 @@ def _drain_bare(config: Config, redis: Redis) -> Drain:
     """Only what ingestion cannot avoid: consume, parse, one enqueue_many per window, one ack."""
     queue = Queue(RQ_QUEUE, connection=redis)
     start, cpu = time.perf_counter(), time.process_time()
-    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
     try:
         channel = connection.channel()
         channel.basic_qos(prefetch_count=BATCH)

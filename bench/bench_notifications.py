@@ -218,7 +218,7 @@ def run() -> Table:
 
 def _with_channel(config, action) -> None:
     """A connection per step: a BlockingConnection left idle through a long phase misses its heartbeats."""
-    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
     try:
         action(connection.channel())
     finally:
