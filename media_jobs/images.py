@@ -10,7 +10,8 @@ Order matters for safety and speed:
    optimised one) and the blurhash (from the thumbnail).
 Metadata: EXIF orientation is applied to the pixels, then every metadata block (EXIF and its
 GPS position, XMP, comments, PNG text) is dropped; only the ICC colour profile is kept.
-Animated GIFs become a short H.264 MP4 (see gif_to_mp4).
+Animated GIFs become a short H.264 MP4 (see gif_to_mp4). HEIC photos take the same path as the
+others once heif.py has taught Pillow to read them.
 """
 
 from __future__ import annotations
@@ -25,15 +26,16 @@ from typing import Any, cast
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from media_jobs import video
+from media_jobs import heif, video
 from media_jobs.config import MediaConfig
 from media_jobs.limits import ANIMATION_CONTAINERS, MAX_ANIMATION_PIXELS, Deadline
 from media_jobs.outputs import Output, Processed
 from media_jobs.placeholders import blurhash_of
 from supworker.handlers import PermanentError
 
-# AVIF comes free with Pillow's wheels (libavif); HEIC would need another library.
-ACCEPTED = ("JPEG", "PNG", "WEBP", "GIF", "AVIF")
+# AVIF comes free with Pillow's wheels (libavif); HEIC with pillow-heif (heif.py). AVIF is tried
+# before HEIF: both use the generic "mif1" brand.
+ACCEPTED = ("JPEG", "PNG", "WEBP", "GIF", "AVIF", heif.FORMAT)
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
 EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 JPEG_QUALITY = 82
@@ -43,10 +45,13 @@ WEBP_QUALITY = 82
 
 
 def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline) -> Processed:
+    heif.register()
     try:
         image = Image.open(source, formats=ACCEPTED)
     except UnidentifiedImageError:
-        raise PermanentError("the file is not an image in an accepted format (JPEG, PNG, WebP, GIF, AVIF)") from None
+        raise PermanentError(
+            "the file is not an image in an accepted format (JPEG, PNG, WebP, GIF, AVIF, HEIC)"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise PermanentError(f"the image is a decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageCms, ImageDraw
 
 GPS_LATITUDE = (48.0, 51.0, 29.52)  # a real-looking position that must never leave
@@ -72,6 +73,72 @@ def webp_with_alpha(path: Path) -> None:
 
 def avif_photo(path: Path) -> None:
     photo(320, 240).save(path, "AVIF", quality=70)
+
+
+def heic(path: Path | io.BytesIO, *images: Image.Image, primary: int = 0, exif: Image.Exif | None = None,
+         xmp: bytes | None = None) -> None:  # fmt: skip
+    """A HEIC written by pillow-heif's own encoder (x265), as a phone would: the `exif` and `xmp`
+    blocks belong to the primary image, and an EXIF orientation becomes HEIF's `irot`/`imir` boxes
+    too, the pixels staying as the sensor saw them. Pillow's registry is left alone: the tests use
+    the opener the pipeline registers (media_jobs/heif.py)."""
+    container = pillow_heif.from_pillow(images[0])
+    for image in images[1:]:
+        container.add_from_pillow(image)
+    metadata = {"exif": exif.tobytes()} if exif is not None else {}
+    container.save(path, quality=80, primary_index=primary, xmp=xmp, **metadata)
+
+
+def heic_photo(path: Path) -> None:
+    heic(path, photo(640, 480))
+
+
+def heic_rotated(path: Path) -> None:
+    """Stored landscape 400x200 (left red, right blue), EXIF orientation 6: shown portrait 200x400."""
+    image = Image.new("RGB", (400, 200), (220, 20, 20))
+    image.paste((20, 20, 220), (200, 0, 400, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic(path, image, exif=exif)
+
+
+def heic_with_gps(path: Path) -> None:
+    """A photo carrying what an iPhone's does: GPS position, camera, XMP, and a colour profile."""
+    image = photo(320, 240)
+    image.info["icc_profile"] = srgb_icc()
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif.get_ifd(0x8825).update({1: "N", 2: GPS_LATITUDE, 3: "E", 4: (2.0, 17.0, 40.0)})
+    heic(path, image, exif=exif, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">shot at home</x:xmpmeta>')
+
+
+def heic_burst(path: Path) -> None:
+    """Two images, the second (blue, 160x120) primary: a burst whose chosen shot is not the first."""
+    heic(path, Image.new("RGB", (320, 240), (220, 20, 20)), Image.new("RGB", (160, 120), (20, 20, 220)), primary=1)
+
+
+def heic_with_alpha(path: Path) -> None:
+    image = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((50, 25, 250, 175), fill=(30, 160, 60, 255))
+    heic(path, image)
+
+
+def truncated_heic(path: Path) -> None:
+    buffer = io.BytesIO()
+    heic(buffer, photo(640, 480))
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def heic_claiming(data: bytes, width: int, height: int) -> bytes:
+    """The HEIC with the size its `ispe` box declares replaced: what libheif reports before decoding."""
+    at = data.index(b"ispe") + 8  # box type, version and flags, then width and height
+    return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
+
+
+def huge_heic(path: Path) -> None:
+    """Says 8000x5000 = 40 megapixels (above the default 33-megapixel limit) around 256x128 of pixels."""
+    buffer = io.BytesIO()
+    heic(buffer, Image.new("RGB", (256, 128), (20, 120, 20)))
+    path.write_bytes(heic_claiming(buffer.getvalue(), 8000, 5000))
 
 
 def png_opaque_rgba(path: Path) -> None:
@@ -222,6 +289,13 @@ MAKERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "opaque_rgba.png": ("image/png", png_opaque_rgba),
     "alpha.webp": ("image/webp", webp_with_alpha),
     "photo.avif": ("image/avif", avif_photo),
+    "photo.heic": ("image/heic", heic_photo),
+    "rotated.heic": ("image/heic", heic_rotated),
+    "gps.heic": ("image/heic", heic_with_gps),
+    "burst.heic": ("image/heic", heic_burst),
+    "alpha.heic": ("image/heic", heic_with_alpha),
+    "truncated.heic": ("image/heic", truncated_heic),
+    "huge.heic": ("image/heic", huge_heic),
     "cmyk.jpg": ("image/jpeg", cmyk_jpeg),
     "large.jpg": ("image/jpeg", large_photo_jpeg),
     "animated.gif": ("image/gif", animated_gif),

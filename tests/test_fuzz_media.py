@@ -32,7 +32,7 @@ from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue
 from supworker.models import DeadLetter, JobRun
 from supworker.models.messenger import Message
-from tests.media_files import MediaFiles, MediaHarness, ffmpeg, probe, stored_path
+from tests.media_files import MediaFiles, MediaHarness, ffmpeg, heic_claiming, probe, stored_path
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -42,7 +42,7 @@ pytestmark = [
 pytest_plugins = ["tests.media_fixtures"]
 
 FIXTURES = {
-    "image": ["rotated_gps.jpg", "alpha.png", "alpha.webp", "photo.avif", "animated.gif"],
+    "image": ["rotated_gps.jpg", "alpha.png", "alpha.webp", "photo.avif", "animated.gif", "photo.heic"],
     "video": ["compliant.mp4", "vp9.webm", "silent.mkv"],
     "audio": ["voice.ogg", "tone.wav", "audio_only.m4a"],
 }
@@ -124,6 +124,7 @@ def resolution_switch(directory: Path) -> bytes:
 
 def crafted(files: MediaFiles) -> list[Case]:
     jpeg, png, gif = (files(n).read_bytes() for n in ("rotated_gps.jpg", "alpha.png", "animated.gif"))
+    heic = files("photo.heic").read_bytes()
     mp4, wav, ogg = (files(n).read_bytes() for n in ("compliant.mp4", "tone.wav", "voice.ogg"))
     too_many = r"decompression bomb|pixel limit"
     bomb = "10,001 frames of 2000x2000 .* limit for animations"
@@ -136,6 +137,10 @@ def crafted(files: MediaFiles) -> list[Case]:
              False),
         Case("JPEG claiming 65000x65000", "image", jpeg_claiming(jpeg, 65000, 65000), "jpg", too_many, False),
         Case("GIF screen of 65535x65535", "image", gif_screen(gif, 65535, 65535), "gif", too_many, False),
+        Case("HEIC claiming 65535x65535", "image", heic_claiming(heic, 65535, 65535), "heic", too_many, False),
+        Case("HEIC claiming 1280x960, 640x480 in data", "image", heic_claiming(heic, 1280, 960), "heic",
+             "the HEIC image is corrupt", False),
+        Case("HEIC cut inside its meta box", "image", heic[:300], "heic", "the HEIC image is corrupt", False),
         Case("GIF animation bomb", "image", gif_animation_bomb(2000, 2000, 10_000), "gif", bomb, False),
         Case("PNG signature on a JPEG", "image", png[:8] + jpeg[8:], "png", "", False),
         Case("JPEG with a ZIP appended (a polyglot)", "image", jpeg + b"PK\x03\x04" + bytes(100), "jpg", "", True),

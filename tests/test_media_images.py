@@ -121,7 +121,7 @@ def test_animated_gif_becomes_a_short_h264_mp4(media):
     ("fixture", "reason"),
     [
         ("truncated.jpg", "the image is corrupt or truncated"),
-        ("text.jpg", "the file is not an image in an accepted format (JPEG, PNG, WebP, GIF, AVIF)"),
+        ("text.jpg", "the file is not an image in an accepted format (JPEG, PNG, WebP, GIF, AVIF, HEIC)"),
         ("empty.jpg", "the image file is empty"),
         ("bomb.png", "decompression bomb"),
         ("huge.png", "the image is 8000x5000 = 40,000,000 pixels, more than the 33,177,600-pixel limit"),
