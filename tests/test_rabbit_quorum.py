@@ -7,9 +7,11 @@ cluster is tests/test_rabbit_cluster.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,8 +19,10 @@ from supworker.config import load_config
 from supworker.env import ConfigError
 from supworker.rabbit import topology
 from supworker.rabbit.connection import connect
+from supworker.rabbit.publisher import Publisher
+from tests.fault_proxy import FaultProxy
 from tests.helpers import rq_items, run_manage, start_manage, stop, wait_for
-from tests.ingest_fixtures import dead_letters, subprocess_env
+from tests.ingest_fixtures import dead_letters, queue_depth, subprocess_env
 from tests.test_cutover import RQ_QUEUES, Stream, messenger_id, messenger_message
 from tests.testenv import ROOT
 
@@ -56,6 +60,27 @@ def test_a_dead_node_first_in_rabbitmq_url_costs_a_refused_connection_not_a_fail
         connection = connect("test")
         assert connection.is_open
         connection.close()
+
+
+def test_a_publisher_whose_node_goes_away_publishes_once_more_on_another(settings, rabbit_names, caplog):
+    """Two "nodes": two proxies to the one broker, each of which can be cut like a node's network."""
+    broker = urlsplit(settings.CONFIG.rabbitmq_urls[0])
+    nodes = [FaultProxy(broker.hostname or "127.0.0.1", broker.port or 5672) for _ in range(2)]
+    direct = settings.CONFIG
+    try:
+        listed = ",".join(f"amqp://guest:guest@127.0.0.1:{node.port}/%2F" for node in nodes)
+        settings.CONFIG = dataclasses.replace(settings.CONFIG, rabbitmq_url=listed)
+        with Publisher() as publisher:
+            used = next(node for node in nodes if node.open_connections)
+            used.cut()  # its node is gone: the connection is reset, and connecting to it refused
+            publisher.publish("cleanup.sessions", {"type": "sessions", "jobId": "after-the-cut"})
+        queue = next(s.queue for s in topology.sources() if s.binding == "cleanup.#")
+        assert queue_depth(queue) == 1, "published once, on the node that answers"
+        assert "RabbitMQ connection lost while publishing" in caplog.text
+    finally:
+        settings.CONFIG = direct  # for the fixture's clean-up, once the "nodes" are gone
+        for node in nodes:
+            node.close()
 
 
 @pytest.mark.slow
@@ -120,8 +145,6 @@ def declare_classic_topology() -> None:
 
 def park_dead_letters(count: int) -> list[bytes]:
     """Messages in the dead-letter queue, as a consumer parks them (through the dead-letter exchange)."""
-    from supworker.rabbit.publisher import Publisher
-
     bodies = [json.dumps({"type": "push", "poison": n}).encode() for n in range(count)]
     with Publisher() as publisher:
         for body in bodies:
