@@ -9,6 +9,9 @@ from fcm_django.models import AbstractFCMDevice
 from supworker.models.fields import seed_id
 from supworker.models.messenger import seed_created_at
 
+# The start of the error of a row whose message was deliberately not sent (a muted chat).
+SKIPPED_PREFIX = "skipped: "
+
 
 class Notification(models.Model):
     """One row per delivery outcome: what was sent to whom, and whether it arrived.
@@ -50,6 +53,15 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} to {self.user_id}"
+
+    @property
+    def status(self) -> str:
+        """sent, failed, skipped (not sent on purpose; `error` says why), or in flight (claimed, no answer yet)."""
+        if self.success is None:
+            return "in flight" if self.job_id else ""
+        if self.success:
+            return "sent"
+        return "skipped" if self.error.startswith(SKIPPED_PREFIX) else "failed"
 
 
 class Device(AbstractFCMDevice):
