@@ -3,6 +3,7 @@ service account, SMTP or an ESP through django-anymail, the SMS provider, channe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ EMAIL_BACKENDS = {
     "console": "django.core.mail.backends.console.EmailBackend",
     "file": "django.core.mail.backends.filebased.EmailBackend",
 }
+# An Android notification channel id, in a push's `androidChannelId` and in the settings.
+ANDROID_CHANNEL_ID = re.compile(r"[A-Za-z0-9._\-]{1,100}")
+ANDROID_CHANNEL_ID_RULE = "must be 1-100 letters, digits, '.', '_' or '-' (an Android notification channel id)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class NotificationsConfig:
     fcm_timeout_s: int
     fcm_ttl_s: int
     fcm_http_client: str  # curl (libcurl under firebase-admin) or requests (the SDK's own adapter)
+    # The Android channel of pushes of a chat the user muted in silent mode ("": the push's own).
+    fcm_android_silent_channel_id: str
     smtp_host: str
     smtp_port: int
     smtp_user: str
@@ -62,6 +68,14 @@ def _email_backend(env: EnvReader) -> str:
         return EMAIL_BACKENDS.get(value, "")
     if not value.startswith("anymail.backends.") or not value.endswith(".EmailBackend"):
         env.fail("EMAIL_BACKEND", "must be smtp, console, file or anymail.backends.<provider>.EmailBackend")
+        return ""
+    return value
+
+
+def _android_channel_id(env: EnvReader, name: str) -> str:
+    value = env.str(name)
+    if value and not ANDROID_CHANNEL_ID.fullmatch(value):
+        env.fail(name, ANDROID_CHANNEL_ID_RULE)
         return ""
     return value
 
@@ -104,6 +118,7 @@ def read(env: EnvReader) -> NotificationsConfig:
         fcm_timeout_s=env.int("FCM_TIMEOUT_SECONDS", 10, 1, 120),
         fcm_ttl_s=env.int("FCM_TTL_SECONDS", 86400, 0, 28 * 86400),
         fcm_http_client=env.choice("FCM_HTTP_CLIENT", choices={"curl": "curl", "requests": "requests"}, default="curl"),
+        fcm_android_silent_channel_id=_android_channel_id(env, "FCM_ANDROID_SILENT_CHANNEL_ID"),
         smtp_host=env.str("SMTP_HOST"),
         smtp_port=smtp_port,
         smtp_user=env.str("SMTP_USER"),

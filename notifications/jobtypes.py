@@ -11,10 +11,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
+from notifications.config import ANDROID_CHANNEL_ID, ANDROID_CHANNEL_ID_RULE
 from supworker.jobtypes import Domain, JobType, QueueSpec, WorkerKind, declare
 from supworker.payloads import MAX_CLOCK_SKEW, DeviceToken, Message, Moment, Phone, ShortText
+
+MAX_BADGE = 1_000_000
+
+
+def _android_channel_id(value: str) -> str:
+    if not ANDROID_CHANNEL_ID.fullmatch(value):
+        raise ValueError(ANDROID_CHANNEL_ID_RULE)
+    return value
 
 
 class NotificationJob(Message):
@@ -31,6 +40,11 @@ class NotificationJob(Message):
     userIds: Annotated[list[UUID], Field(min_length=1, max_length=1000)] | None = None
     # The code of an SMS whose data.kind is "otp" or "2fa"; sealed like OtpJob.otp.
     otp: Annotated[str, Field(min_length=4, max_length=32)] | None = None
+    # A push's chat options (docs/notifications.md#chats-sound-and-mute): the iOS badge count,
+    # the Android channel, and whether it ignores the user's mute of its chat (data.chatId).
+    badge: Annotated[int, Field(ge=0, le=MAX_BADGE, strict=True)] | None = None
+    androidChannelId: Annotated[str, AfterValidator(_android_channel_id)] | None = None
+    urgent: Annotated[bool, Field(strict=True)] | None = None
 
     @model_validator(mode="after")
     def _recipient_for_channel(self) -> NotificationJob:
@@ -40,6 +54,10 @@ class NotificationJob(Message):
             raise ValueError("an sms notification needs 'phoneNumber'")
         if self.type == "sms" and (self.data or {}).get("kind") in ("otp", "2fa") and not self.otp:
             raise ValueError("an otp or 2fa sms needs 'otp'")
+        if self.type == "push" and not (self.title or self.body):
+            for name in ("badge", "androidChannelId"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"'{name}' needs a title or body: a data-only push shows no notification")
         return self
 
 

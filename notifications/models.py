@@ -9,6 +9,9 @@ from fcm_django.models import AbstractFCMDevice
 from supworker.models.fields import seed_id
 from supworker.models.messenger import seed_created_at
 
+# The start of the error of a row whose message was deliberately not sent (a muted chat).
+SKIPPED_PREFIX = "skipped: "
+
 
 class Notification(models.Model):
     """One row per delivery outcome: what was sent to whom, and whether it arrived.
@@ -51,6 +54,15 @@ class Notification(models.Model):
     def __str__(self) -> str:
         return f"{self.type} to {self.user_id}"
 
+    @property
+    def status(self) -> str:
+        """sent, failed, skipped (not sent on purpose; `error` says why), or in flight (claimed, no answer yet)."""
+        if self.success is None:
+            return "in flight" if self.job_id else ""
+        if self.success:
+            return "sent"
+        return "skipped" if self.error.startswith(SKIPPED_PREFIX) else "failed"
+
 
 class Device(AbstractFCMDevice):
     """An fcm-django device keyed by the messenger's user id (users live in the messenger's database)."""
@@ -67,3 +79,30 @@ class Device(AbstractFCMDevice):
         db_table = "fcm_devices"
         verbose_name = "FCM device"
         indexes = [models.Index(fields=["registration_id", "user_id"], name="fcm_devices_token_user_idx")]
+
+
+class MuteMode(models.TextChoices):
+    SILENT = "silent", "delivered without sound"
+    SKIP = "skip", "not sent"
+
+
+class MutedChat(models.Model):
+    """A chat a user muted: the messenger writes these rows, the push worker reads them.
+
+    The messenger's table `muted_chats` (notifications/messenger_ddl.py; contract in
+    docs/notifications.md#muted-chats). A push of the chat to the user is sent without sound
+    (`silent`) or not at all (`skip`) until `until` (never ends when null), unless it is urgent.
+    """
+
+    pk = models.CompositePrimaryKey("user_id", "chat_id")
+    user_id = models.UUIDField()
+    chat_id = models.UUIDField()
+    mode = models.TextField(choices=MuteMode.choices)
+    until = models.DateTimeField(null=True, blank=True, help_text="the mute ends then; null: until unmuted")
+
+    class Meta:
+        db_table = "muted_chats"
+        constraints = [models.CheckConstraint(condition=Q(mode__in=MuteMode.values), name="muted_chats_mode_check")]
+
+    def __str__(self) -> str:
+        return f"chat {self.chat_id} muted by {self.user_id} ({self.mode})"

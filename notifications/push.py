@@ -5,11 +5,15 @@ A job goes to its `fcmToken`, or to every active device of `userId` (or of each 
 `userIds`, a multicast). Each (job, device) pair is claimed in the notification log before
 sending, so a redelivered job sends nothing twice; its outcome is recorded as soon as FCM
 answers, so a worker killed mid-batch resends only the pushes FCM had not answered yet (see
-notifications/ledger.py). Those carry the same deduplication key as their first send (`dedupe_key`,
-from the job id): iOS shows them once (apns-collapse-id), Android and browsers replace the
-first notification with the second (notification tag; Web Push Topic for one still queued).
-Android's `collapse_key` is not used: FCM keeps at most four collapse keys per device while
-it is offline and may drop the rest, so one per job would lose messages.
+notifications/ledger.py). Those carry the same deduplication key as their first send
+(notifications/push_message.py, which builds each message): iOS shows them once
+(apns-collapse-id), Android and browsers replace the first notification with the second
+(notification tag; Web Push Topic for one still queued). Android's `collapse_key` is not used:
+FCM keeps at most four collapse keys per device while it is offline and may drop the rest, so
+one per job would lose messages.
+
+A message push of a chat a user muted (notifications/muting.py) goes to that user's devices
+without sound, or not at all: a skipped device gets its log row saying why, nothing is sent.
 
 Per token: UNREGISTERED, SENDER_ID_MISMATCH and an INVALID_ARGUMENT about the token deactivate
 the device and are not retried; any other INVALID_ARGUMENT is about the message (a reserved data
@@ -22,12 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -35,8 +38,9 @@ import google.auth.exceptions
 from django.conf import settings
 from firebase_admin import exceptions, messaging
 
-from notifications import delivery, fcm, ledger
-from notifications.models import Device
+from notifications import delivery, fcm, ledger, muting
+from notifications.models import Device, MuteMode
+from notifications.push_message import build_message
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 
@@ -51,7 +55,15 @@ DEAD_TOKEN_CODES = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 INVALID_REGISTRATION_PHRASE = "registration token"
 
 
-Target = delivery.Item[str]  # one push: its message is the device's token
+@dataclass(frozen=True)
+class Push:
+    """One device's copy of a job."""
+
+    token: str
+    silent: bool = False  # its user muted the chat in silent mode
+
+
+Target = delivery.Item[Push]
 
 
 class DeadToken(PermanentError):
@@ -63,68 +75,37 @@ def token_reference(token: str) -> str:
     return "fcm:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def dedupe_key(job_id: str) -> str:
-    """The same for every send of a job: 32 characters, within APNs' 64 bytes and Web Push's
-    32 URL-safe characters for a Topic."""
-    return hashlib.sha256(job_id.encode()).hexdigest()[:32]
-
-
-def build_message(envelope: Envelope, token: str) -> messaging.Message:
-    # firebase-admin 7.7 deprecates Message.token in favour of Firebase installation ids (fid),
-    # but fcm-django stores FCM registration tokens, which the v1 API still takes as `token`.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Message.token is deprecated", category=DeprecationWarning)
-        return _build_message(envelope, token)
-
-
-def _build_message(envelope: Envelope, token: str) -> messaging.Message:
-    payload = envelope.payload
-    data = {str(k): str(v) for k, v in (payload.get("data") or {}).items()}  # FCM data values are strings
-    title, body = payload.get("title") or "", payload.get("body") or ""
-    ttl = timedelta(seconds=settings.CONFIG.notifications.fcm_ttl_s)
-    key = dedupe_key(envelope.job_id)
-    if not title and not body:
-        # Data-only (e.g. prekeys_low): the app handles it silently, no notification block.
-        return messaging.Message(
-            token=token,
-            data=data,
-            android=messaging.AndroidConfig(priority="normal", ttl=ttl),
-            apns=messaging.APNSConfig(
-                headers={"apns-priority": "5", "apns-push-type": "background", "apns-collapse-id": key},
-                payload=messaging.APNSPayload(aps=messaging.Aps(content_available=True)),
-            ),
-            webpush=messaging.WebpushConfig(headers={"Topic": key}),
-        )
-    return messaging.Message(
-        token=token,
-        data=data or None,
-        notification=messaging.Notification(title=title or None, body=body or None),
-        android=messaging.AndroidConfig(priority="high", ttl=ttl, notification=messaging.AndroidNotification(tag=key)),
-        apns=messaging.APNSConfig(headers={"apns-priority": "10", "apns-push-type": "alert", "apns-collapse-id": key}),
-        webpush=messaging.WebpushConfig(headers={"Topic": key}, notification=messaging.WebpushNotification(tag=key)),
-    )
-
-
 def _user_ids(envelope: Envelope) -> list[str]:
     ids = envelope.payload.get("userIds") or [envelope.payload["userId"]]
     return [str(user_id) for user_id in dict.fromkeys(ids)]
 
 
-def resolve_targets(envelopes: list[Envelope]) -> list[Target]:
-    """Every (job, token) pair of the batch, looking up the devices of all users in one query."""
-    wanted_users = {u for e in envelopes if not e.payload.get("fcmToken") for u in _user_ids(e)}
+@dataclass
+class Targets:
+    """A batch's pushes: those to send, and those a user's mute skips (with that mute)."""
+
+    to_send: list[Target]
+    skipped: list[tuple[ledger.Delivery, muting.Mute]]
+
+
+def resolve_targets(envelopes: list[Envelope]) -> Targets:
+    """Every (job, token) pair of the batch, looking up the devices of all users in one query,
+    and their users' mutes of the jobs' chats in another."""
+    users_of = {e.job_id: [str(e.payload["userId"])] if e.payload.get("fcmToken") else _user_ids(e) for e in envelopes}
+    wanted_users = {u for e in envelopes if not e.payload.get("fcmToken") for u in users_of[e.job_id]}
     devices: dict[str, list[str]] = defaultdict(list)
     if wanted_users:
         rows = Device.objects.filter(user_id__in=wanted_users, active=True).values_list("user_id", "registration_id")
         for user_id, token in rows:
             devices[str(user_id)].append(token)
-    targets: list[Target] = []
+    mutes = muting.in_force(envelopes, users_of)
+    targets = Targets([], [])
     for envelope in envelopes:
         payload = envelope.payload
         if payload.get("fcmToken"):
-            pairs = [(str(payload["userId"]), envelope.reveal("fcmToken"))]
+            pairs = [(users_of[envelope.job_id][0], envelope.reveal("fcmToken"))]
         else:
-            pairs = [(u, token) for u in _user_ids(envelope) for token in dict.fromkeys(devices[u])]
+            pairs = [(u, token) for u in users_of[envelope.job_id] for token in dict.fromkeys(devices[u])]
         for user_id, token in pairs:
             logged = ledger.Delivery(
                 job_id=envelope.job_id,
@@ -134,7 +115,11 @@ def resolve_targets(envelopes: list[Envelope]) -> list[Target]:
                 title=payload.get("title") or "",
                 body=payload.get("body") or "",
             )
-            targets.append(Target(envelope, token, logged))
+            mute = muting.mute_for(envelope, user_id, mutes)
+            if mute is not None and mute.mode == MuteMode.SKIP:
+                targets.skipped.append((logged, mute))
+            else:
+                targets.to_send.append(Target(envelope, Push(token, silent=mute is not None), logged))
     return targets
 
 
@@ -199,13 +184,18 @@ class Channel:
 
     name = "push"
 
+    def __init__(self) -> None:
+        self.skipped: Counter[str] = Counter()  # job id -> devices its users' mutes skipped
+
     def compose(self, envelopes: list[Envelope]) -> tuple[list[Target], dict[str, Outcome]]:
         targets = resolve_targets(envelopes)
-        reached = {t.envelope.job_id for t in targets}
+        _log_skipped(targets.skipped)
+        self.skipped.update(logged.job_id for logged, _ in targets.skipped)
+        reached = {t.envelope.job_id for t in targets.to_send} | set(self.skipped)
         _log_users_without_devices([e for e in envelopes if e.job_id not in reached])
-        return targets, {}
+        return targets.to_send, {}
 
-    def send(self, items: list[Target]) -> Iterator[list[delivery.Answer[str]]]:
+    def send(self, items: list[Target]) -> Iterator[list[delivery.Answer[Push]]]:
         try:
             fcm_app = fcm.app()
             # A token due for refresh is refreshed here, once, not by each of the sending threads.
@@ -219,7 +209,7 @@ class Channel:
         dead_tokens: list[str] = []
         for answered in _send(fcm_app, items):
             answers = [_answer(target, message_id, error) for target, message_id, error in answered]
-            dead_tokens += [a.item.message for a in answers if isinstance(a.error, DeadToken)]
+            dead_tokens += [a.item.message.token for a in answers if isinstance(a.error, DeadToken)]
             yield answers
         if dead_tokens:
             # fcm-django's deactivation: its device_deactivated signal fires when
@@ -229,7 +219,7 @@ class Channel:
             )
             logger.info("deactivated %d device(s) whose FCM token is no longer valid", len(deactivated))
 
-    def outcome(self, envelope: Envelope, answers: list[delivery.Answer[str]]) -> Outcome:
+    def outcome(self, envelope: Envelope, answers: list[delivery.Answer[Push]]) -> Outcome:
         sent = sum(a.error is None for a in answers)  # now or by an earlier delivery of the job
         retry = [a.error for a in answers if isinstance(a.error, TransientError)]
         dead = [a.error for a in answers if isinstance(a.error, DeadToken)]
@@ -243,14 +233,17 @@ class Channel:
         if (dead or refused) and not sent:
             first = (refused or dead)[0]
             return Outcome.failure(envelope, PermanentError(f"no device accepted the push: {first}"))
-        return Outcome.success(envelope, {"sent": sent, "deactivated": len(dead), "devices": len(answers)})
+        result = {"sent": sent, "deactivated": len(dead), "devices": len(answers)}
+        if skipped := self.skipped[envelope.job_id]:
+            result |= {"skipped": skipped, "devices": len(answers) + skipped}
+        return Outcome.success(envelope, result)
 
 
 def send_batch(envelopes: list[Envelope]) -> list[Outcome]:
     return delivery.deliver(envelopes, Channel())
 
 
-def _answer(target: Target, message_id: str | None, error: exceptions.FirebaseError | None) -> delivery.Answer[str]:
+def _answer(target: Target, message_id: str | None, error: exceptions.FirebaseError | None) -> delivery.Answer[Push]:
     if error is None:
         return delivery.Answer(target, message_id=message_id or "")
     failure = classify(error)
@@ -279,6 +272,14 @@ def _log_users_without_devices(envelopes: list[Envelope]) -> None:
     ledger.record([(row_id, False, "no active device for the user", "") for row_id in rows.values()])
 
 
+def _log_skipped(skipped: list[tuple[ledger.Delivery, muting.Mute]]) -> None:
+    """A log row (success false, the reason) per device a mute skipped: nothing is sent to it.
+    A row sent by an earlier delivery of the job stays as it is."""
+    rows = ledger.claim([logged for logged, _ in skipped])
+    reasons = {(logged.job_id, logged.recipient): mute.reason() for logged, mute in skipped}
+    ledger.record([(row_id, False, reasons[key], "") for key, row_id in rows.items()])
+
+
 Reply = tuple[Target, str | None, exceptions.FirebaseError | None]  # (target, message id, error)
 
 
@@ -292,7 +293,8 @@ def _send(fcm_app: Any, targets: list[Target]) -> Iterator[list[Reply]]:
             )
         yield [(target, "console", None) for target in targets]
         return
-    messages = [build_message(t.envelope, t.message) for t in targets]  # a ValueError here sends nothing
+    # A ValueError here sends nothing.
+    messages = [build_message(t.envelope, t.message.token, t.message.silent) for t in targets]
     with ThreadPoolExecutor(max_workers=min(len(targets), fcm.SEND_THREADS), thread_name_prefix="fcm") as pool:
         futures: dict[Future, Target] = {
             pool.submit(_send_one, fcm_app, message): target for target, message in zip(targets, messages, strict=True)

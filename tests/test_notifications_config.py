@@ -24,6 +24,7 @@ def test_defaults():
     assert (config.fcm_timeout_s, config.fcm_ttl_s) == (10, 86400)
     assert (config.email_rate_per_second, config.sms_rate_per_second) == (50, 10)
     assert config.email_backend == "", "chosen by SMTP_HOST in supworker/settings.py"
+    assert config.fcm_android_silent_channel_id == "", "silent-mode pushes keep their own channel"
 
 
 def test_email_backend_names_and_anymail_paths():
@@ -46,6 +47,7 @@ def test_anymail_settings_come_from_anymail_variables():
         ({"EMAIL_RATE_PER_SECOND": "lots"}, "EMAIL_RATE_PER_SECOND"),
         ({"SMS_RATE_PER_SECOND": "-5"}, "SMS_RATE_PER_SECOND"),
         ({"EMAIL_BACKEND": "myapp.Backend"}, "EMAIL_BACKEND"),
+        ({"FCM_ANDROID_SILENT_CHANNEL_ID": "muted chats"}, "FCM_ANDROID_SILENT_CHANNEL_ID must be 1-100 letters"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(environ, message):

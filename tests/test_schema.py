@@ -27,6 +27,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SEED_SCHEMA = FIXTURES / "messenger_seed_schema.sql"
 EARLIER_SUPWORKER = FIXTURES / "supworker_stop10_schema.sql"
 SEED_TABLES = ("messages", "stories", "user_sessions", "user_prekeys", "notifications", "temporary_files")
+# Tables the messenger owns beyond the seed, by a contract supworker documents (docs/notifications.md).
+CONTRACT_TABLES = ("muted_chats",)
 # What supworker adds to the seed's columns: each nullable or with a constant default.
 ADDED_COLUMNS = {
     ("messages", "media_status"),
@@ -337,9 +339,9 @@ def test_every_migration_step_on_a_messenger_table_is_made_as_a_guest():
     seed_models = {
         (model._meta.app_label, model._meta.model_name)
         for model in apps.get_models()
-        if model._meta.db_table in SEED_TABLES
+        if model._meta.db_table in SEED_TABLES + CONTRACT_TABLES
     }
-    assert len(seed_models) == len(SEED_TABLES)
+    assert len(seed_models) == len(SEED_TABLES + CONTRACT_TABLES)
     plain = [
         f"{app}.{name}: {operation.describe()}"
         for (app, name), migration in loader.disk_migrations.items()
@@ -348,6 +350,57 @@ def test_every_migration_step_on_a_messenger_table_is_made_as_a_guest():
         and (app, getattr(operation, "model_name", getattr(operation, "name", "")).lower()) in seed_models
     ]
     assert plain == []
+
+
+USER, CHAT = str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def muted_chats_shape(dbname: str) -> tuple[list[tuple], list[tuple]]:
+    columns = query(
+        dbname,
+        """SELECT column_name, data_type, is_nullable FROM information_schema.columns
+           WHERE table_schema = 'public' AND table_name = 'muted_chats' ORDER BY column_name""",
+    )
+    constraints = query(
+        dbname,
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'muted_chats'::regclass ORDER BY conname",
+    )
+    return columns, constraints
+
+
+def test_muted_chats_is_created_as_its_contract_says_where_missing(new_database):
+    load(new_database, SEED_SCHEMA)
+    migrate(new_database)
+    columns, constraints = muted_chats_shape(new_database)
+    assert columns == [
+        ("chat_id", "uuid", "NO"),
+        ("mode", "text", "NO"),
+        ("until", "timestamp with time zone", "YES"),
+        ("user_id", "uuid", "NO"),
+    ]
+    assert ("muted_chats_pkey", "PRIMARY KEY (user_id, chat_id)") in constraints
+    query(new_database, "INSERT INTO muted_chats (user_id, chat_id, mode) VALUES (%s, %s, 'silent')", [USER, CHAT])
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        query(new_database, "INSERT INTO muted_chats (user_id, chat_id, mode) VALUES (%s, %s, 'loud')", [CHAT, USER])
+
+
+def test_muted_chats_the_messenger_made_first_is_kept_with_its_rows(new_database):
+    load(new_database, SEED_SCHEMA)
+    # The messenger's own version of the table: the contract's columns and one of its own.
+    query(
+        new_database,
+        """CREATE TABLE muted_chats (user_id uuid NOT NULL, chat_id uuid NOT NULL, mode text NOT NULL,
+           until timestamptz, muted_at timestamptz DEFAULT now(), PRIMARY KEY (user_id, chat_id))""",
+    )
+    row = [str(uuid.uuid4()), str(uuid.uuid4())]
+    query(new_database, "INSERT INTO muted_chats (user_id, chat_id, mode) VALUES (%s, %s, 'skip')", row)
+
+    result = migrate(new_database)
+
+    assert "Applying notifications.0005_muted_chats" in result.stdout
+    assert query(new_database, "SELECT user_id::text, chat_id::text, mode FROM muted_chats") == [(*row, "skip")]
+    assert ("muted_at", "timestamp with time zone", "YES") in muted_chats_shape(new_database)[0]
 
 
 # Tables the cleanup app created and held until their models moved to the apps they belong to.
