@@ -67,3 +67,37 @@ class Device(AbstractFCMDevice):
         db_table = "fcm_devices"
         verbose_name = "FCM device"
         indexes = [models.Index(fields=["registration_id", "user_id"], name="fcm_devices_token_user_idx")]
+
+
+class EmailSuppression(models.Model):
+    """An address the ESP reported as undeliverable for good (a hard bounce) or whose owner
+    reported our mail as spam (a complaint): e-mails and OTPs to it are not sent while it is on
+    the list (notifications/suppression.py). Filled by the ESP's tracking webhook; an operator
+    lifts an entry in the admin, which keeps the row (who lifted it, when) and sends again."""
+
+    class Reason(models.TextChoices):
+        BOUNCE = "bounce", "hard bounce"
+        COMPLAINT = "complaint", "spam complaint"
+
+    address = models.CharField(max_length=320, unique=True, help_text="lower-case")
+    reason = models.CharField(max_length=16, choices=Reason.choices, help_text="of the last event")
+    esp = models.CharField(max_length=32, verbose_name="ESP", help_text="the provider that reported it")
+    event_id = models.CharField(max_length=255, blank=True, default="", help_text="the ESP's id of the last event")
+    description = models.TextField(blank=True, default="", help_text="what the ESP or the receiving server said")
+    first_seen = models.DateTimeField(help_text="when the first suppressing event happened")
+    last_seen = models.DateTimeField(help_text="when the last suppressing event happened")
+    count = models.PositiveIntegerField(default=1, help_text="suppressing events received")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        db_table = "email_suppressions"
+        verbose_name = "e-mail suppression"
+        indexes = [models.Index(fields=["last_seen"], name="email_suppressions_seen_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.reason})"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
