@@ -6,16 +6,22 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from anymail.signals import tracking
         from django.conf import settings
 
         from notifications import checks  # noqa: F401 - registers the system checks
         from notifications.dashboard import OTP_PANEL, OTP_PANEL_ORDER, otp_emails
         from notifications.lms_metrics import LmsCollector
+        from notifications.suppression import record_event
+        from notifications.suppression_metrics import SuppressedCollector
         from supworker.dashboard import register_panel
         from supworker.metrics import register_collector
         from supworker.retention import Retention, keep_rows
 
         register_collector(LmsCollector())
+        register_collector(SuppressedCollector())
+        # The ESPs' bounces and complaints, from anymail's tracking webhooks (notifications/webhooks.py).
+        tracking.connect(record_event, dispatch_uid="notifications.suppression")
         register_panel(OTP_PANEL, otp_emails, OTP_PANEL_ORDER)
         keep_rows(
             Retention(

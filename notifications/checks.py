@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Warning, register
 
+from notifications.webhooks import WEBHOOKS
+
 CONSOLE = "django.core.mail.backends.console.EmailBackend"
 
 
@@ -26,3 +28,25 @@ def email_is_delivered_in_production(app_configs: Any, **kwargs: Any) -> list[Wa
             id="notifications.W001",
         )
     ]
+
+
+@register()
+def bounces_are_received_in_production(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    """With SendGrid or Mailgun sending, their bounces and complaints arrive only through an
+    authenticated tracking webhook (notifications/webhooks.py); without its credentials the
+    webhook refuses every call, and addresses that bounce keep being mailed."""
+    if not settings.PRODUCTION:
+        return []
+    warnings = []
+    sending_esp = settings.EMAIL_BACKEND.removeprefix("anymail.backends.").removesuffix(".EmailBackend")
+    for webhook in WEBHOOKS:
+        missing = webhook.missing(settings.CONFIG.notifications)
+        if webhook.esp == sending_esp and missing:
+            warnings.append(
+                Warning(
+                    f"e-mail goes through {webhook.esp}, but its bounces and complaints are not received",
+                    hint=f"set {missing} and point {webhook.esp}'s event webhook at /anymail/{webhook.esp}/tracking/",
+                    id="notifications.W002",
+                )
+            )
+    return warnings

@@ -46,6 +46,11 @@ class NotificationsConfig:
     email_backend: str  # Django dotted path, or "" to choose by SMTP_HOST (supworker/settings.py)
     email_file_path: Path
     anymail: dict[str, str]  # ANYMAIL_<ESP>_<SETTING> variables, prefix stripped: settings.ANYMAIL
+    # The credentials of the ESPs' tracking webhooks (notifications/webhooks.py), also in `anymail`,
+    # which is what anymail's views read: named here to be checked, and hidden from the logs.
+    webhook_secret: str  # user:password, HTTP basic auth on every webhook call
+    sendgrid_webhook_verification_key: str  # SendGrid's public key: its ECDSA signature is checked too
+    mailgun_webhook_signing_key: str  # Mailgun's HMAC key: its signature is checked
     email_rate_per_second: int
     sms_backend: str
     sms_api_url: str
@@ -58,7 +63,11 @@ class NotificationsConfig:
     def secrets(self) -> set[str]:
         """What the log filter hides (supworker/logging_config.py); the PEM key line by line."""
         pem_lines = {line.strip() for line in self.firebase_private_key.splitlines() if "-----" not in line}
-        return {self.smtp_password, self.sms_api_key, self.sms_api_secret, self.fcm_access_token, *pem_lines}
+        # The ESP's API key or token, the webhook secret and signing key (and the secret's password alone).
+        esp = {value for name, value in self.anymail.items() if name.endswith(("_KEY", "_TOKEN", "_SECRET"))}
+        webhook_password = self.webhook_secret.partition(":")[2]
+        return {self.smtp_password, self.sms_api_key, self.sms_api_secret, self.fcm_access_token, *pem_lines, *esp,
+                webhook_password}  # fmt: skip
 
 
 def _email_backend(env: EnvReader) -> str:
@@ -87,6 +96,16 @@ def _anymail(env: EnvReader) -> dict[str, str]:
         for name, value in sorted(env.environ.items())
         if name.startswith("ANYMAIL_") and len(name) > len("ANYMAIL_") and value.strip()
     }
+
+
+def _webhook_secret(env: EnvReader) -> str:
+    """anymail compares it with the basic auth the ESP sends, always user:password."""
+    value = env.str("ANYMAIL_WEBHOOK_SECRET")
+    user, colon, password = value.partition(":")
+    if value and not (user and colon and password):
+        env.fail("ANYMAIL_WEBHOOK_SECRET", "must be user:password (two random strings), as in the webhook URL")
+        return ""
+    return value
 
 
 def read(env: EnvReader) -> NotificationsConfig:
@@ -128,6 +147,9 @@ def read(env: EnvReader) -> NotificationsConfig:
         email_backend=_email_backend(env),
         email_file_path=env_path(env, "EMAIL_FILE_PATH", BASE_DIR / "var" / "mail"),
         anymail=_anymail(env),
+        webhook_secret=_webhook_secret(env),
+        sendgrid_webhook_verification_key=env.str("ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"),
+        mailgun_webhook_signing_key=env.str("ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY"),
         email_rate_per_second=env.int("EMAIL_RATE_PER_SECOND", 50, 0, 100_000),
         sms_backend=sms_backend,
         sms_api_url=env.url("SMS_API_URL", schemes=("http", "https"), default="https://rest.nexmo.com"),

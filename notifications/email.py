@@ -5,6 +5,10 @@ The backend is Django's EMAIL_BACKEND: SMTP when SMTP_HOST is set, any django-an
 provider when configured, the console otherwise. A 5xx answer (unknown mailbox, refused
 sender) fails the item for good; 4xx answers and network errors are retried by the runner.
 
+An address on the suppression list (an ESP reported a hard bounce or a spam complaint, see
+notifications/suppression.py) is not sent to: its log row says why, and its job succeeds with
+`{"suppressed": reason}` (nothing to retry, nothing to dead-letter).
+
 Each outcome is recorded as soon as the server answers, and each message's Message-ID is
 derived from its job id and address (`message_id`): a worker killed mid-batch resends only
 the message whose answer it was waiting for, under the same Message-ID (notifications/ledger.py).
@@ -13,21 +17,24 @@ the message whose answer it was waiting for, under the same Message-ID (notifica
 from __future__ import annotations
 
 import hashlib
+import logging
 import smtplib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from notifications import delivery, ledger
+from notifications import delivery, ledger, suppression
 from notifications.rendering import RenderedEmail, render
+from supworker.enqueue import redis_connection
 from supworker.envelope import Envelope
 from supworker.handlers import Outcome, PermanentError, TransientError
 from supworker.masking import HIDDEN, mask_email
 
+logger = logging.getLogger(__name__)
 # OTP jobs carry no user id: the log keys them by a stable pseudonym of the address instead.
 OTP_USER_NAMESPACE = uuid.UUID("6f1d8a4e-2c1b-4d5e-9a3f-0b7c6e5d4a31")
 
@@ -126,6 +133,31 @@ class Channel(delivery.OneAtATime[Composed]):
 
     def error_for(self, exc: Exception, message: Composed) -> Exception:
         return withheld(classify(exc), message.secret)
+
+    def send(self, items: list[delivery.Item[Composed]]) -> Iterator[list[delivery.Answer[Composed]]]:
+        """Items to suppressed addresses are answered at once, unsent and taking no rate slot."""
+        entries = suppression.active_for(item.message.to for item in items)
+        held: list[delivery.Answer[Composed]] = []
+        to_send: list[delivery.Item[Composed]] = []
+        for item in items:
+            entry = entries.get(suppression.normalise(item.message.to))
+            if entry is None:
+                to_send.append(item)
+                continue
+            error = suppression.Suppressed(entry)
+            logger.info("e-mail to %s not sent: %s", item.delivery.recipient, error)
+            held.append(delivery.Answer(item, error=error, note=str(error), handed_over=False))
+        if held:
+            suppression.count_not_sent(redis_connection(), [answer.item.envelope.job_type for answer in held])
+            yield held
+        if to_send:
+            yield from super().send(to_send)
+
+    def outcome(self, envelope: Envelope, answers: list[delivery.Answer[Composed]]) -> Outcome:
+        (answer,) = answers
+        if isinstance(answer.error, suppression.Suppressed):
+            return Outcome.success(envelope, {"suppressed": answer.error.reason})
+        return super().outcome(envelope, answers)
 
 
 class Session:

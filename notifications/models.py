@@ -10,7 +10,8 @@ from supworker.models.fields import seed_id
 from supworker.models.messenger import seed_created_at
 
 # The start of the error of a row whose message was deliberately not sent (a muted chat).
-SKIPPED_PREFIX = "skipped: "
+SKIPPED_PREFIX = "skipped: "  # not sent on purpose (a muted chat)
+SUPPRESSED_PREFIX = "suppressed: "  # not sent: the address is on the suppression list
 
 
 class Notification(models.Model):
@@ -56,12 +57,16 @@ class Notification(models.Model):
 
     @property
     def status(self) -> str:
-        """sent, failed, skipped (not sent on purpose; `error` says why), or in flight (claimed, no answer yet)."""
+        """sent, failed, skipped (a muted chat) or suppressed (a bounced address): not sent on purpose,
+        `error` says why; or in flight (claimed, no answer yet)."""
         if self.success is None:
             return "in flight" if self.job_id else ""
         if self.success:
             return "sent"
-        return "skipped" if self.error.startswith(SKIPPED_PREFIX) else "failed"
+        for status, prefix in (("skipped", SKIPPED_PREFIX), ("suppressed", SUPPRESSED_PREFIX)):
+            if self.error.startswith(prefix):
+                return status
+        return "failed"
 
 
 class Device(AbstractFCMDevice):
@@ -106,3 +111,37 @@ class MutedChat(models.Model):
 
     def __str__(self) -> str:
         return f"chat {self.chat_id} muted by {self.user_id} ({self.mode})"
+
+
+class EmailSuppression(models.Model):
+    """An address the ESP reported as undeliverable for good (a hard bounce) or whose owner
+    reported our mail as spam (a complaint): e-mails and OTPs to it are not sent while it is on
+    the list (notifications/suppression.py). Filled by the ESP's tracking webhook; an operator
+    lifts an entry in the admin, which keeps the row (who lifted it, when) and sends again."""
+
+    class Reason(models.TextChoices):
+        BOUNCE = "bounce", "hard bounce"
+        COMPLAINT = "complaint", "spam complaint"
+
+    address = models.CharField(max_length=320, unique=True, help_text="lower-case")
+    reason = models.CharField(max_length=16, choices=Reason.choices, help_text="of the last event")
+    esp = models.CharField(max_length=32, verbose_name="ESP", help_text="the provider that reported it")
+    event_id = models.CharField(max_length=255, blank=True, default="", help_text="the ESP's id of the last event")
+    description = models.TextField(blank=True, default="", help_text="what the ESP or the receiving server said")
+    first_seen = models.DateTimeField(help_text="when the first suppressing event happened")
+    last_seen = models.DateTimeField(help_text="when the last suppressing event happened")
+    count = models.PositiveIntegerField(default=1, help_text="suppressing events received")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        db_table = "email_suppressions"
+        verbose_name = "e-mail suppression"
+        indexes = [models.Index(fields=["last_seen"], name="email_suppressions_seen_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.reason})"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None

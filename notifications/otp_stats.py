@@ -2,12 +2,14 @@
 
 The names and meanings are the LMS worker's:
 
-- `processedJobs`: OTP e-mails delivered (the SMTP server or e-mail provider accepted them);
+- `processedJobs`: OTP e-mails delivered (the SMTP server or e-mail provider accepted them),
+  and those not sent because their address is suppressed (notifications/suppression.py): both
+  are jobs done; the suppressed ones are counted apart in `supworker_emails_suppressed_total`;
 - `failedJobs`: OTP e-mails that failed for good: a permanent error at once, or a transient
   one after the last of `MAX_RETRIES` retries;
 - `retriedJobs`: retries made (each time a failed OTP e-mail is put back to be tried again);
 - `startTime`: when these counters started (the first OTP e-mail settled since Redis was empty);
-- `lastProcessedAt`: when an OTP e-mail was last delivered;
+- `lastProcessedAt`: when an OTP e-mail was last delivered (a suppressed one does not move it);
 - `lastError`: the last delivery error, address masked, code never in it (notifications/email.py).
 
 The three counters are the runner's own outcome counts for `otp.email` (supworker.stats, the
@@ -51,7 +53,8 @@ def record(connection: Redis, settled: list[Settled]) -> None:
     if not settled:
         return
     now = time.time()
-    delivered = any(item.outcome.ok for item in settled)
+    # A suppressed address's OTP job succeeds too (nothing to retry) but was not delivered.
+    delivered = any(item.outcome.ok and "suppressed" not in (item.outcome.result or {}) for item in settled)
     errors = [item for item in settled if not item.outcome.ok]
     with connection.pipeline(transaction=False) as pipe:
         pipe.hsetnx(STATS_KEY, "startTime", repr(now))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.notification_helpers import forget_fcm_apps
-from tests.notification_servers import FcmServer, SmsServer, SmtpServer
+from tests.notification_servers import FcmServer, SendGridServer, SmsServer, SmtpServer
 
 # Retries in tests wait tens of milliseconds, not seconds (as tests/ingest_fixtures.py does).
 FAST_RETRIES = {"base_delay_ms": 50, "max_delay_ms": 200}
@@ -53,5 +53,14 @@ def sms_server(settings) -> Iterator[SmsServer]:
         sms_api_secret=server.secret,
         sms_from_number="+14155550100",
     )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sendgrid_server() -> Iterator[SendGridServer]:
+    """SendGrid's mail/send API on loopback; workers reach it through `environment()` in theirs."""
+    server = SendGridServer()
+    server.start()
     yield server
     server.stop()

@@ -6,6 +6,7 @@
   (`script`), success by default.
 - `SmtpServer`: aiosmtpd, keeping every message it receives.
 - `SmsServer`: a Vonage-style `POST /sms/json`.
+- `SendGridServer`: SendGrid's v3 mail/send API, for django-anymail's SendGrid backend.
 
 For crash tests, the FCM and SMTP servers can hold their answers (`hold_after(n)`): they
 answer n more sends, then take every further one (it counts as received: the provider got it)
@@ -338,6 +339,46 @@ class SmsServer(_Loopback):
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.script: list[str] = []  # Vonage status codes to answer, in order; "0" is success
+
+
+class _SendGridHandler(BaseHTTPRequestHandler):
+    server_state: SendGridServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        state = self.server_state
+        authorization = self.headers.get("Authorization", "")
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with state.lock:
+            state.received.append((authorization, body))
+        ok = self.path == "/v3/mail/send" and authorization == f"Bearer {state.api_key}"
+        self.send_response(202 if ok else 401)  # SendGrid accepts a send with 202 and no body
+        self.send_header("X-Message-Id", "sg-message-1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class SendGridServer(_Loopback):
+    handler = _SendGridHandler  # type: ignore[assignment]
+
+    def __init__(self, api_key: str = "SG.loopback-key"):
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.received: list[tuple[str, dict]] = []  # (Authorization header, mail/send body)
+
+    def environment(self) -> dict[str, str]:
+        """What an operator sets to send through SendGrid, pointed at this server."""
+        return {
+            "EMAIL_BACKEND": "anymail.backends.sendgrid.EmailBackend",
+            "ANYMAIL_SENDGRID_API_KEY": self.api_key,
+            "ANYMAIL_SENDGRID_API_URL": f"{self.url}/v3/",
+        }
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [to["email"] for _, body in self.received for p in body["personalizations"] for to in p["to"]]
 
 
 class _Collector:

@@ -8,11 +8,12 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
 from django_rq.models import Dashboard
 from rq import Queue
 
 from monitoring.models import HealthCheckResult
-from notifications.models import Device, Notification
+from notifications.models import Device, EmailSuppression, Notification
 from supworker.models import (
     DeadLetter,
     GlobalStatistics,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db
 
 def make_one(model):
     """A saved row for each registered model, so change pages have something to show."""
-    user = uuid.uuid4()
+    user, now = uuid.uuid4(), timezone.now()
     factories = {
         Message: lambda: Message.objects.create(sender_id=user, chat_id=uuid.uuid4(), content="hello"),
         Story: lambda: Story.objects.create(user_id=user, media_url="stories/a.jpg"),
@@ -43,6 +44,9 @@ def make_one(model):
         DeadLetter: lambda: DeadLetter.objects.create(source="consumer", error="payload is not JSON"),
         Notification: lambda: Notification.objects.create(user_id=user, type="push", title="t", success=True),
         Device: lambda: Device.objects.create(user_id=user, registration_id="token-1", type="android"),
+        EmailSuppression: lambda: EmailSuppression.objects.create(
+            address="gone@example.com", reason="bounce", esp="SendGrid", first_seen=now, last_seen=now
+        ),
         WebsocketConnection: lambda: WebsocketConnection.objects.create(user_id=user, server_id="gw-1"),
         UserStatistics: lambda: UserStatistics.objects.create(user_id=user, messages_sent=3),
         GlobalStatistics: lambda: GlobalStatistics.objects.create(

@@ -39,6 +39,23 @@ def test_anymail_settings_come_from_anymail_variables():
     assert load().anymail == {}
 
 
+def test_the_webhook_credentials_are_read_for_anymail_and_hidden_from_the_logs():
+    config = load(
+        ANYMAIL_WEBHOOK_SECRET="hook-user:hook-password-7f3a",
+        ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY="mg-signing-key-9c1e",
+        ANYMAIL_MAILGUN_API_KEY="mg-api-key-4d2b",
+        ANYMAIL_MAILGUN_SENDER_DOMAIN="mail.example.com",
+    )
+    assert config.webhook_secret == "hook-user:hook-password-7f3a"
+    assert config.mailgun_webhook_signing_key == "mg-signing-key-9c1e"
+    # What anymail's views read: settings.ANYMAIL, made of the same variables.
+    assert config.anymail["WEBHOOK_SECRET"] == config.webhook_secret
+    assert config.anymail["MAILGUN_WEBHOOK_SIGNING_KEY"] == config.mailgun_webhook_signing_key
+    hidden = config.secrets()
+    assert {"hook-user:hook-password-7f3a", "hook-password-7f3a", "mg-signing-key-9c1e", "mg-api-key-4d2b"} <= hidden
+    assert "mail.example.com" not in hidden
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
@@ -48,6 +65,8 @@ def test_anymail_settings_come_from_anymail_variables():
         ({"SMS_RATE_PER_SECOND": "-5"}, "SMS_RATE_PER_SECOND"),
         ({"EMAIL_BACKEND": "myapp.Backend"}, "EMAIL_BACKEND"),
         ({"FCM_ANDROID_SILENT_CHANNEL_ID": "muted chats"}, "FCM_ANDROID_SILENT_CHANNEL_ID must be 1-100 letters"),
+        ({"ANYMAIL_WEBHOOK_SECRET": "only-a-password"}, "ANYMAIL_WEBHOOK_SECRET must be user:password"),
+        ({"ANYMAIL_WEBHOOK_SECRET": "user:"}, "ANYMAIL_WEBHOOK_SECRET"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(environ, message):
