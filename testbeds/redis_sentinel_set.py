@@ -10,12 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import Sentinel
+
+from testbeds.polling import wait_for
 
 MASTER = "mymaster"  # REDIS_SENTINEL_MASTER's default
 
@@ -24,17 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    """Poll until `condition()` is truthy; raise AssertionError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class RedisSet:
@@ -67,6 +57,19 @@ class RedisSet:
         storage = [] if sentinel else ["save ''", "appendonly yes", "repl-diskless-sync-delay 0"]
         conf.write_text("\n".join(common + storage + lines) + "\n")
         subprocess.run(["redis-server", str(conf), *(["--sentinel"] if sentinel else [])], check=True)
+        self._wait_listening(port)
+
+    @staticmethod
+    def _wait_listening(port: int) -> None:
+        """A daemonized server returns before it listens."""
+
+        def answers() -> bool:
+            try:
+                return bool(Redis(port=port, socket_timeout=1).ping())
+            except RedisConnectionError:
+                return False
+
+        wait_for(answers, 10, f"the Redis server on port {port} to answer")
 
     @property
     def env(self) -> dict[str, str]:
@@ -112,6 +115,7 @@ class RedisSet:
         data it takes over (its own, from before it died, is dropped)."""
         conf = self.root / str(port) / "redis.conf"
         subprocess.run(["redis-server", str(conf), "--replicaof", "127.0.0.1", str(self.primary_port())], check=True)
+        self._wait_listening(port)
 
     def stop(self) -> None:
         for port in self.nodes + self.sentinels:
