@@ -93,6 +93,7 @@ class Outcome:
     duplicated: int
     lost: int
     stuck: int  # neither done nor lost: left in RQ's started registry (RQ re-runs such a job after 70 s)
+    failed: int  # neither done nor lost: failed for good, dead-lettered
 
 
 def message(prefix: str, n: int, cleanup: bool) -> tuple[str, dict]:
@@ -315,6 +316,8 @@ class Bench:
             duplicated = sum(1 for job_id, cleanup in jobs if not cleanup and self.fcm.attempts.get(job_id, 0) > 1)
         missing = set(ids) - done
         stuck = missing & self.started_in_rq() if missing else set()
+        failed_for_good = "SELECT job_id FROM job_runs WHERE job_id = ANY(%s) AND status = 'failed'"
+        failed = {job_id for (job_id,) in self.query(failed_for_good, [list(missing)])}
         return Outcome(
             jobs=len(jobs),
             stall=_longest_gap([before[-1] if before else fault_at, *after], starting_before=flow_end),
@@ -322,8 +325,9 @@ class Bench:
             latency=statistics.median(latencies) if latencies else float("nan"),
             retried=len(starts),
             duplicated=duplicated,
-            lost=len(missing - stuck),
+            lost=len(missing - stuck - failed),
             stuck=len(stuck),
+            failed=len(failed),
         )
 
     # --- the scenarios ------------------------------------------------------------------------
@@ -443,7 +447,7 @@ def run() -> Table:
 
 
 def _table(rows: list[list[object]], outcomes: list[Outcome]) -> Table:
-    stuck = sum(o.stuck for o in outcomes)
+    stuck, failed = sum(o.stuck for o in outcomes), sum(o.failed for o in outcomes)
     return Table(
         title=f"Redis failover while {RATE:.0f} jobs/s flow (consumer, {NOTIFICATION_WORKERS} notification and 1"
         " cleanup workers; 1 primary, 2 replicas, 3 sentinels)",
@@ -461,5 +465,6 @@ def _table(rows: list[list[object]], outcomes: list[Outcome]) -> Table:
             f" {BURST_CLEANUPS} cleanups written to the primary, which is killed at once.",
             *([f"{stuck} job(s) left in RQ's started registry (RQ runs them again after 70 s), not counted lost."]
               if stuck else []),
+            *([f"{failed} job(s) failed for good (dead-lettered), not counted lost."] if failed else []),
         ],
     )  # fmt: skip

@@ -84,10 +84,6 @@ class RedisSet:
     def sentinel(self) -> Redis:
         return Redis(port=self.sentinels[0])
 
-    def replica_ports(self) -> list[int]:
-        """The replicas the sentinels know of and see up."""
-        return [int(r["port"]) for r in self.sentinel().sentinel_slaves(MASTER) if not r["is_sdown"]]
-
     def replicas_ready(self, count: int) -> bool:
         replicas = self.sentinel().sentinel_slaves(MASTER)
         ready = [r for r in replicas if not r["is_sdown"] and r["master-link-status"] == "ok"]
