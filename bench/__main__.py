@@ -18,8 +18,9 @@ def main(names: list[str]) -> None:
     selected = [m for m in modules if not names or any(n in m for n in names)]
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
     for name in selected:
-        table = importlib.import_module(f"bench.{name}").run()
-        print(table.render(), end="\n\n", flush=True)
+        result = importlib.import_module(f"bench.{name}").run()
+        for table in result if isinstance(result, list) else [result]:
+            print(table.render(), end="\n\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ cleanup worker processes, each a real `manage.py` process), delivered to loopbac
 
 Printed: end-to-end throughput (first publish to last job recorded), the memory of each process
 kind and of Redis sampled over the run (it must stay flat), and what Redis holds afterwards:
-every key left must carry a TTL (job results JOB_RESULT_TTL, dedup keys JOB_DEDUP_TTL).
+every key left must carry a TTL (job results JOB_RESULT_TTL, dedup keys JOB_DEDUP_TTL). Then
+the rows and on-disk size of every table supworker writes, after the run, after the cleanups
+that bound them (`manage.py cleanup retention` and `job_records`, with --older-than 1s so that
+the run's rows count as old) and after `cleanup maintenance` (VACUUM).
 
 Isolation: its own database (`<name>_bench`), Redis database 13, exchange and queue names,
 media and log directories; e-mail and SMS rate limits are off while measuring (they would
@@ -47,6 +50,10 @@ STALL_SECONDS = 60.0
 SAMPLE_SECONDS = 2.0
 SMS_KEY, SMS_SECRET = "bench-sms-key", "bench-sms-secret"
 CLEANUPS = ["sessions", "temp_files", "prekeys", "stories"]
+# What supworker writes: its records, the notification log, monitoring's and cleanup's tables, and
+# the messenger's `messages` rows the image jobs update.
+WRITTEN_TABLES = ["job_runs", "dead_letters", "notifications", "health_check_results", "global_statistics", "messages"]
+CLEANUPS_AFTER = ["retention", "job_records"]  # the ones that bound those tables (cleanup/)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,7 +74,7 @@ def _serve_sms(port_out) -> None:
     server.thread.join()
 
 
-def run() -> Table:
+def run() -> list[Table]:
     from django.conf import settings
 
     from bench.bench_notifications import _with_channel, topology_declare, topology_delete
@@ -134,6 +141,7 @@ def run() -> Table:
         publisher.join(30)
         outcomes = _outcomes(db, tag)
         redis_after = _redis_keys(redis)
+        sizes = _sizes_through_cleanups(db, env)
     finally:
         for group in processes.values():
             _stop(group)
@@ -144,7 +152,7 @@ def run() -> Table:
         db.close()
         settings.CONFIG = original
     print(f"(process output and logs in {work})")
-    return _table(samples, elapsed, outcomes, redis_after)
+    return [_table(samples, elapsed, outcomes, redis_after), _sizes_table(sizes)]
 
 
 def _bench_database(default: dict) -> str:
@@ -336,5 +344,53 @@ def _table(samples: list[Sample], elapsed: float, outcomes: dict[str, int], redi
         + ", ".join(redis_after["without_ttl"]),
         "MB: resident memory of the long-lived processes of a kind (RQ's work-horses live for one job);"
         " the same over the run means flat.",
+    ]
+    return table
+
+
+def _sizes(db) -> dict[str, tuple[int, float]]:
+    """Rows and MB on disk (with indexes and TOAST) of each table supworker writes."""
+    sizes = {}
+    with db.cursor() as cursor:
+        for table in WRITTEN_TABLES:
+            cursor.execute(f'SELECT count(*), pg_total_relation_size(%s::regclass) FROM "{table}"', [table])  # noqa: S608
+            rows, size = cursor.fetchone()
+            sizes[table] = (rows, size / 2**20)
+    return sizes
+
+
+def _sizes_through_cleanups(db, env: dict[str, str]) -> list[dict[str, tuple[int, float]]]:
+    """The sizes after the run, after the cleanups that bound the tables, and after VACUUM, each
+    cleanup run as an operator runs it."""
+
+    def cleanup(*args: str) -> None:
+        command = [sys.executable, "manage.py", "cleanup", *args]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"manage.py cleanup {' '.join(args)} failed: {done.stderr[-2000:]}")
+
+    snapshots = [_sizes(db)]
+    time.sleep(1)  # the last row is older than --older-than now
+    for name in CLEANUPS_AFTER:
+        cleanup(name, "--older-than", "1s")
+    snapshots.append(_sizes(db))
+    cleanup("maintenance")
+    snapshots.append(_sizes(db))
+    return snapshots
+
+
+def _sizes_table(snapshots: list[dict[str, tuple[int, float]]]) -> Table:
+    after_run, after_cleanups, after_vacuum = snapshots
+    table = Table(
+        title=f"Tables supworker writes after the {JOBS:,}-job run, after `manage.py cleanup retention` and"
+        " `job_records` with --older-than 1s (every row of the run counts as old) and after"
+        " `cleanup maintenance` (VACUUM)",
+        columns=["table", "rows after the run", "MB", "rows after the cleanups", "MB", "MB after VACUUM"],
+    )
+    for name in WRITTEN_TABLES:
+        table.rows.append([name, *after_run[name], *after_cleanups[name], after_vacuum[name][1]])
+    table.notes = [
+        "MB: pg_total_relation_size (table, indexes, TOAST). With the default retentions rows stay 30 days"
+        " (job_runs), 90 (notifications; dead letters, 30 once requeued), 7 (health checks), 365 (statistics).",
     ]
     return table

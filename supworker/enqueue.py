@@ -88,6 +88,8 @@ def batch_jobs(queue: Queue, envelopes: list[Envelope], id_seed: str = "") -> li
 
 def enqueue(connection: Redis, submissions: list[Submission], queue_of: dict[str, str]) -> EnqueueResult:
     """Enqueue the submissions not seen before; `queue_of` maps job id to its RQ queue name."""
+    if not submissions:  # nothing to do, and WATCH without a key is an error
+        return EnqueueResult(enqueued=[], duplicates=[], rq_jobs=0)
     unique: dict[str, Submission] = {}
     for submission in submissions:
         unique.setdefault(SEEN_PREFIX + submission.dedup_key, submission)

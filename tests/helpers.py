@@ -12,9 +12,9 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from testbeds.polling import wait_for as wait_for  # re-exported: tests import it from here
 from tests.testenv import ROOT
 
 CONTROL_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -94,17 +94,6 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> int:
             process.kill()
             process.wait()
     return process.returncode
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    """Poll until `condition()` is truthy; fail the test naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def rq_items(connection, *queue_names: str) -> list[dict]:

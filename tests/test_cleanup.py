@@ -227,6 +227,18 @@ def test_used_prekeys_go_after_grace_and_users_low_on_prekeys_get_one_silent_pus
     assert run("prekeys")["counts"].get("refill_pushes_enqueued", 0) == 0, "one request a day"
 
 
+def test_prekeys_when_nobody_is_low_on_prekeys_removes_used_ones_and_asks_nobody(redis_conn):
+    stocked_user = uuid.uuid4()
+    for n in range(12):
+        UserPrekey.objects.create(user_id=stocked_user, prekey_id=n, public_key="BQ==")
+    UserPrekey.objects.create(
+        user_id=stocked_user, prekey_id=99, public_key="BQ==", used_at=timezone.now() - timedelta(days=8)
+    )
+
+    assert run("prekeys")["counts"] == {"prekeys_removed": 1, "refill_pushes_enqueued": 0}
+    assert rq_items(redis_conn, "notifications_high") == []
+
+
 def test_orphaned_media_is_deleted_when_old_and_unreferenced_and_the_scan_resumes(redis_conn):
     message = Message.objects.create(sender_id=uuid.uuid4(), chat_id=uuid.uuid4())
     by_key = stored("media/shared/by-key.jpg")

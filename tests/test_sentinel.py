@@ -11,7 +11,6 @@ failover) and cleanups to PostgreSQL.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
@@ -20,11 +19,9 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.sentinel import Sentinel
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
@@ -36,13 +33,13 @@ from supworker.models import DeadLetter, JobRun
 from supworker.queues import rq_queues_setting
 from supworker.rabbit import topology
 from supworker.rabbit.consumer import Consumer
+from testbeds.redis_sentinel_set import MASTER, RedisSet
 from tests.helpers import rq_items, start_manage, stop, wait_for
 from tests.ingest_fixtures import free_port, queue_depth, start_in_thread, subprocess_env
 from tests.test_faults_restart import publish
 
 pytest_plugins = ["tests.notification_fixtures"]
 
-MASTER = "mymaster"
 USER = str(uuid.uuid4())
 
 
@@ -72,72 +69,10 @@ def test_sentinel_settings_are_checked_and_win_over_redis_url():
     assert excinfo.value.problems == ["REDIS_DB must be between 0 and 15, got 16"], "named once"
 
 
-# --- a primary, a replica and three sentinels of the test's own ----------------------------
-class RedisSet:
-    def __init__(self, root: Path):
-        self.root = root
-        self.nodes = [free_port() for _ in range(3)]  # the first starts as the primary
-        self.sentinels = [free_port() for _ in range(3)]
-
-    def start(self) -> None:
-        primary = self.nodes[0]
-        self._server(primary, [])
-        for port in self.nodes[1:]:
-            self._server(port, [f"replicaof 127.0.0.1 {primary}"])
-        for port in self.sentinels:
-            self._server(
-                port,
-                [f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2", f"sentinel down-after-milliseconds {MASTER} 1000",
-                 f"sentinel failover-timeout {MASTER} 2000"],
-                sentinel=True,
-            )  # fmt: skip
-        wait_for(lambda: self.replicas_ready(2), 30, "the sentinels to see the replicas in sync")
-
-    def _server(self, port: int, lines: list[str], sentinel: bool = False) -> None:
-        data = self.root / str(port)
-        data.mkdir()
-        conf = data / "redis.conf"
-        common = [f"port {port}", "bind 127.0.0.1", f"dir {data}", "daemonize yes", f"pidfile {data}/pid",
-                  f"logfile {data}/log"]  # fmt: skip
-        storage = [] if sentinel else ["save ''", "appendonly yes", "repl-diskless-sync-delay 0"]
-        conf.write_text("\n".join(common + storage + lines) + "\n")
-        subprocess.run(["redis-server", str(conf), *(["--sentinel"] if sentinel else [])], check=True)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"REDIS_SENTINELS": ",".join(f"127.0.0.1:{port}" for port in self.sentinels)}
-
-    def primary_port(self) -> int:
-        return Sentinel([("127.0.0.1", p) for p in self.sentinels]).discover_master(MASTER)[1]
-
-    def primary(self) -> Redis:
-        return Redis(port=self.primary_port())
-
-    def sentinel(self) -> Redis:
-        return Redis(port=self.sentinels[0])
-
-    def replicas_ready(self, count: int) -> bool:
-        replicas = self.sentinel().sentinel_slaves(MASTER)
-        ready = [r for r in replicas if not r["is_sdown"] and r["master-link-status"] == "ok"]
-        return len(ready) >= count
-
-    def kill_primary(self) -> int:
-        port = self.primary_port()
-        os.kill(int((self.root / str(port) / "pid").read_text()), signal.SIGKILL)
-        return port
-
-    def stop(self) -> None:
-        for port in self.nodes + self.sentinels:
-            pid_file = self.root / str(port) / "pid"
-            if pid_file.exists():
-                with contextlib.suppress(ProcessLookupError):  # the primary the test killed
-                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
-
-
+# --- a primary, two replicas and three sentinels of the test's own ----------------------------
 @pytest.fixture
 def redis_set(tmp_path) -> Iterator[RedisSet]:
     servers = RedisSet(tmp_path / "redis")
-    servers.root.mkdir()
     try:
         servers.start()
         yield servers
