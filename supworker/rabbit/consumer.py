@@ -57,6 +57,10 @@ class NotReplicated(RedisError):
     """Fewer replicas than REDIS_WAIT_REPLICAS confirmed a batch: it must not be acked."""
 
 
+# How often a queue RabbitMQ could not serve at connection (a classic queue whose node is down)
+# is asked for again.
+UNAVAILABLE_CHECK_S = 5.0
+
 # A message without a jobId is recognised on redelivery by a fingerprint of its body, kept
 # this long: identical anonymous messages within the window count as one job.
 REDELIVERY_WINDOW = 3600
@@ -162,6 +166,7 @@ class Consumer:
         self._connection = connect("consumer", heartbeat=30)
         self._channel = self._connection.channel()
         sources = self._present(topology.declare(self._channel))
+        unavailable = [s for s in topology.sources() if not s.adopted and s not in sources]  # home node down
         self._channel.basic_qos(prefetch_count=self.batch_limit)
         self._dead_channel = self._connection.channel()
         self._dead_channel.confirm_delivery()
@@ -169,7 +174,7 @@ class Consumer:
         log.info("consuming from %s", ", ".join(s.queue for s in sources))
         backoff.reset()
         self._save_stats(memory=True)  # monitoring sees a consumer at once, not at its first batch
-        next_shutdown_check = 0.0
+        next_shutdown_check = next_unavailable_check = 0.0
         while not self._stopping.is_set():
             if time.monotonic() >= next_shutdown_check:  # POST /shutdown asks through Redis
                 next_shutdown_check = time.monotonic() + 1.0
@@ -185,6 +190,9 @@ class Consumer:
                 len(self._buffer) >= self.batch_limit or time.monotonic() - self._buffer_since >= self.flush_after
             ):
                 self._flush()
+            if unavailable and time.monotonic() >= next_unavailable_check:
+                next_unavailable_check = time.monotonic() + UNAVAILABLE_CHECK_S
+                tags += self._consume_returned(unavailable, sources)
             self._heartbeat(sources)
         # Stopping: undispatched messages are returned to the queue by basic_cancel; the
         # batch in hand is finished and acked.
@@ -213,6 +221,23 @@ class Consumer:
         if missing:
             self.stats.lastError = f"adopted queue(s) missing: {', '.join(missing)}"
         return [s for s in sources if s.queue not in missing]
+
+    def _consume_returned(self, unavailable: list[topology.Source], sources: list[topology.Source]) -> list[str]:
+        """Start consuming those `unavailable` queues that are back (their node returned); moves
+        them to `sources` and returns their consumer tags."""
+        back = topology.reachable(self._open_connection(), [s.queue for s in unavailable])
+        tags = []
+        for source in [s for s in unavailable if s.queue in back]:
+            log.info("queue %s is available again: consuming it", source.queue)
+            tags.append(self._open(self._channel).basic_consume(source.queue, partial(self._on_message, source)))
+            unavailable.remove(source)
+            sources.append(source)
+        return tags
+
+    def _open_connection(self) -> pika.BlockingConnection:
+        if self._connection is None:
+            raise RuntimeError("the consumer is not connected to RabbitMQ")
+        return self._connection
 
     def _failed(self, reason: str) -> None:
         log.error("%s; %d unacked message(s) stay in RabbitMQ", reason, len(self._buffer))

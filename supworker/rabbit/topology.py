@@ -20,13 +20,18 @@ both services; the operator moves the routing keys.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exceptions import AMQPChannelError, ChannelClosedByBroker
 
 from supworker import jobtypes
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND = 404  # AMQP reply codes
 PRECONDITION_FAILED = 406
@@ -104,18 +109,66 @@ def declare_exchanges(channel: BlockingChannel) -> None:
 
 
 def declare(channel: BlockingChannel) -> list[Source]:
+    """Declare the exchanges and queues; returns the sources that can be consumed now.
+
+    A classic queue lives on one node of a cluster (the OTP queue always is one): while that
+    node is down, RabbitMQ refuses to declare it (NOT_FOUND, its home node is down). Such a queue
+    is left out, said in the log, so that the others are consumed and published to meanwhile;
+    `reachable` tells when it is back. Each queue is declared on a channel of its own, as the
+    refusal closes its channel.
+    """
     declare_exchanges(channel)
+    down: set[str] = set()
     for queue in own_queues():
-        declare_own(channel, queue)
-        for exchange, routing_key in queue.bindings:
-            channel.queue_bind(queue.name, exchange, routing_key=routing_key)
-    declared = sources()
-    for source in declared:
-        if source.binding is None and not source.adopted:
-            # Declared exactly as the LMS publishers and worker declare it: other arguments
-            # would make their declaration fail with PRECONDITION_FAILED.
-            channel.queue_declare(source.queue, durable=True)
-    return declared
+        if not _declared(channel, queue.name, partial(_declare_and_bind, queue=queue)):
+            down.add(queue.name)
+    for source in sources():
+        # The OTP queue is declared exactly as the LMS publishers and worker declare it: other
+        # arguments would make their declaration fail with PRECONDITION_FAILED.
+        lms = source.binding is None and not source.adopted
+        if lms and not _declared(channel, source.queue, partial(_declare_lms, queue=source.queue)):
+            down.add(source.queue)
+    return [source for source in sources() if source.queue not in down]
+
+
+def reachable(connection: BlockingConnection, queues: list[str]) -> list[str]:
+    """Those of `queues` that RabbitMQ can serve now (asked passively)."""
+    return [queue for queue in queues if _declared(connection, queue, partial(_passive, queue=queue), quiet=True)]
+
+
+def _declare_lms(channel: BlockingChannel, queue: str) -> None:
+    channel.queue_declare(queue, durable=True)
+
+
+def _passive(channel: BlockingChannel, queue: str) -> None:
+    channel.queue_declare(queue, passive=True)
+
+
+def _declare_and_bind(channel: BlockingChannel, queue: OwnQueue) -> None:
+    declare_own(channel, queue)
+    for exchange, routing_key in queue.bindings:
+        channel.queue_bind(queue.name, exchange, routing_key=routing_key)
+
+
+def _declared(
+    opener: BlockingChannel | BlockingConnection,
+    queue: str,
+    action: Callable[[BlockingChannel], object],
+    quiet: bool = False,
+) -> bool:
+    """Run `action` on a new channel; False when RabbitMQ answers that the queue is unavailable."""
+    connection = opener.connection if isinstance(opener, BlockingChannel) else opener
+    side = connection.channel()
+    try:
+        action(side)
+    except ChannelClosedByBroker as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+        if not quiet:
+            log.error("queue %s is unavailable, left out until it is back: %s", queue, exc.reply_text)
+        return False
+    side.close()
+    return True
 
 
 def declare_own(channel: BlockingChannel, queue: OwnQueue) -> None:
