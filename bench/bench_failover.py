@@ -53,6 +53,7 @@ from bench.bench_load import _bench_database
 from bench.bench_notifications import PROJECT, TOKEN, _stop, _with_channel, topology_declare, topology_delete
 from bench.table import Table
 from testbeds.polling import wait_for
+from testbeds.rabbit_cluster import RabbitCluster
 from testbeds.redis_sentinel_set import MASTER, RedisSet
 
 TICK_SECONDS, PUSHES_PER_TICK = 0.5, 10  # 20 pushes a second
@@ -164,23 +165,29 @@ class Bench:
         self.processes: dict[str, subprocess.Popen] = {}
         self.wait_replicas = 0
         self.probes = 0
+        self.cluster: RabbitCluster | None = None  # d: the processes' RabbitMQ is a cluster of the bench's own
 
     # --- the processes ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        return os.environ | self.redis_set.env | {
-            "REDIS_URL": "redis://127.0.0.1:1/0",  # never used: REDIS_SENTINELS wins
-            "REDIS_WAIT_REPLICAS": str(self.wait_replicas),
-            "REDIS_WAIT_TIMEOUT_MS": "500",
-            "DATABASE_URL": self.database_url,
-            "RABBITMQ_EXCHANGE": self.config.rabbitmq_exchange,
-            "RABBITMQ_QUEUE_PREFIX": self.config.rabbitmq_queue_prefix,
-            "RABBITMQ_QUEUE_NAME": self.config.rabbitmq_queue_name,
-            "FCM_ENDPOINT": self.fcm.url,
-            "FCM_ACCESS_TOKEN": TOKEN,
-            "FCM_PROJECT_ID": PROJECT,
-            "LOG_LEVEL": "WARNING",
-            "LOG_DIR": str(self.work / "logs"),
-        }  # fmt: skip
+        return (
+            os.environ
+            | self.redis_set.env
+            | {
+                "REDIS_URL": "redis://127.0.0.1:1/0",  # never used: REDIS_SENTINELS wins
+                "REDIS_WAIT_REPLICAS": str(self.wait_replicas),
+                "REDIS_WAIT_TIMEOUT_MS": "500",
+                "DATABASE_URL": self.database_url,
+                "RABBITMQ_EXCHANGE": self.config.rabbitmq_exchange,
+                "RABBITMQ_QUEUE_PREFIX": self.config.rabbitmq_queue_prefix,
+                "RABBITMQ_QUEUE_NAME": self.config.rabbitmq_queue_name,
+                "FCM_ENDPOINT": self.fcm.url,
+                "FCM_ACCESS_TOKEN": TOKEN,
+                "FCM_PROJECT_ID": PROJECT,
+                "LOG_LEVEL": "WARNING",
+                "LOG_DIR": str(self.work / "logs"),
+            }
+            | ({"RABBITMQ_URL": self.cluster.url_list(), "RABBITMQ_QUEUE_TYPE": "quorum"} if self.cluster else {})
+        )
 
     def start(self, name: str, *args: str) -> None:
         log = open(self.work / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
@@ -375,6 +382,37 @@ class Bench:
         self._back_as_replica_later(killed)
         return fault_at, [(body["jobId"], routing_key.startswith("cleanup")) for routing_key, body in burst]
 
+    def on_rabbit_cluster(self) -> None:
+        """d: the processes started again on a three-node cluster with quorum queues; the bench
+        publishes to a node that does not lead them (the consumer declared them: they are led from
+        its node), as the messenger's API on another node would."""
+        from supworker.rabbit import topology
+
+        self.cluster = RabbitCluster(self.work / "rabbit")
+        self.cluster.start()
+        self.stop_all()
+        self.start_all()
+        queue = next(s.queue for s in topology.sources() if s.binding == "notification.#")
+        wait_for(lambda: self._leader(queue), 60, "the consumer to declare its quorum queues")
+        leader = self._leader(queue)
+        survivor = next(u for n, u in zip(self.cluster.nodes, self.cluster.urls, strict=True) if n.name != leader)
+        self.config = dataclasses.replace(self.config, rabbitmq_url=survivor, rabbitmq_queue_type="quorum")
+
+    def _leader(self, queue: str) -> str | None:
+        assert self.cluster is not None
+        try:
+            return self.cluster.leader(queue)
+        except (LookupError, RuntimeError):
+            return None
+
+    def stop_rabbit_leader(self, prefix: str) -> tuple[float, list[tuple[str, bool]]]:
+        from supworker.rabbit import topology
+
+        assert self.cluster is not None
+        leader = self.cluster.leader(next(s.queue for s in topology.sources() if s.binding == "notification.#"))
+        self.cluster.stop_node(leader)
+        return time.time(), []
+
     def primary_port(self) -> int | None:
         try:
             return self.redis_set.primary_port()
@@ -430,9 +468,16 @@ def run() -> Table:
                 outcomes.append(outcome)
                 rows.append([label, wait_replicas, outcome.jobs, outcome.stall, outcome.retried, outcome.duplicated,
                              outcome.lost])  # fmt: skip
+        bench.on_rabbit_cluster()
+        outcome = bench.scenario("d1", bench.stop_rabbit_leader)
+        outcomes.append(outcome)
+        rows.append(["d. RabbitMQ: the node leading the quorum queues stops", 1, outcome.jobs, outcome.stall,
+                     outcome.retried, outcome.duplicated, outcome.lost])  # fmt: skip
     finally:
         bench.stop_all()
         bench.redis_set.stop()
+        if bench.cluster is not None:
+            bench.cluster.stop()
         with contextlib.suppress(Exception):
             bench.fcm.stop()
         with contextlib.suppress(Exception):
@@ -449,8 +494,8 @@ def run() -> Table:
 def _table(rows: list[list[object]], outcomes: list[Outcome]) -> Table:
     stuck, failed = sum(o.stuck for o in outcomes), sum(o.failed for o in outcomes)
     return Table(
-        title=f"Redis failover while {RATE:.0f} jobs/s flow (consumer, {NOTIFICATION_WORKERS} notification and 1"
-        " cleanup workers; 1 primary, 2 replicas, 3 sentinels)",
+        title=f"Failover while {RATE:.0f} jobs/s flow (consumer, {NOTIFICATION_WORKERS} notification and 1"
+        " cleanup workers; Redis: 1 primary, 2 replicas, 3 sentinels; d: RabbitMQ, 3 nodes, quorum queues)",
         columns=["failover", "REDIS_WAIT_REPLICAS", "jobs", "stall s", "retried", "duplicated", "lost"],
         rows=rows,
         notes=[

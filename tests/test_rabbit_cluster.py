@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pika
 import pytest
 from pika.exceptions import AMQPError
-from testbeds.rabbit_cluster import RabbitCluster
 
 from supworker.rabbit import topology
+from testbeds.rabbit_cluster import RabbitCluster
 from tests.helpers import rq_items, start_manage, stop, wait_for
 from tests.ingest_fixtures import subprocess_env
 
@@ -108,6 +108,12 @@ def test_the_leader_node_stops_while_the_consumer_drains_and_every_message_is_on
         wait_for(lambda: len(rq_items(redis_conn, *RQ_QUEUES)) >= MESSAGES, 180, "every message enqueued")
         assert cluster.leader(queue) != leader, "a surviving node leads the queue"
         assert consumer_node(cluster) != leader, "the consumer reconnected to a surviving node by itself"
+        otp = rabbit_names["RABBITMQ_QUEUE_NAME"]
+        # The OTP queue keeps the LMS declaration: a classic queue, on the stopped node. The
+        # consumer left it out (saying so), drained the others, and takes it up once it is back.
+        assert f"queue {otp} is unavailable, left out until it is back" in log.read_text()
+        cluster.start_node(leader)
+        wait_for(lambda: f"queue {otp} is available again" in log.read_text(), 60, "the OTP queue consumed again")
     finally:
         settings.CONFIG = shared
         assert stop(consumer) == 0
@@ -116,6 +122,3 @@ def test_the_leader_node_stops_while_the_consumer_drains_and_every_message_is_on
     assert [job for job, count in jobs.items() if count > 1] == [], "each message one job, redelivered or not"
     output = log.read_text()
     assert "RabbitMQ connection lost" in output and output.count("consuming from") >= 2
-    # The OTP queue keeps the LMS declaration: a classic queue, on the stopped node. The consumer
-    # leaves it out (saying so) and drains the others meanwhile.
-    assert f"queue {rabbit_names['RABBITMQ_QUEUE_NAME']} is unavailable, left out until it is back" in output
