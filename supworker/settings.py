@@ -8,7 +8,7 @@ from supworker.config import BASE_DIR, Config, load_config
 from supworker.logging_config import build_logging
 
 # The apps that declare job types (jobtypes.py) and read a section of the settings (config.py).
-DOMAIN_APPS = ["media_jobs", "notifications", "cleanup", "monitoring"]
+DOMAIN_APPS = ["media_jobs", "notifications", "cleanup", "monitoring", "privacy"]
 CONFIG = load_config(apps=DOMAIN_APPS)
 
 PRODUCTION = CONFIG.production

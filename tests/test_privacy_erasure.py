@@ -1,0 +1,267 @@
+"""A user's erasure against real PostgreSQL, the real local media store and, end to end, RabbitMQ
+through the consumer and an RQ worker: exactly the user's rows and files go, everywhere; the
+receipt counts them; twice is once; a crash midway finishes on the next run; a media job in
+flight does not bring the files back."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+
+from media_jobs import images, pipeline
+from notifications.models import Device, MutedChat, Notification
+from privacy import erasure
+from privacy.models import ErasureReceipt, UserExport, subject_of
+from supworker import storage
+from supworker.envelope import Envelope
+from supworker.handlers import PermanentError
+from supworker.models import (
+    DeadLetter,
+    JobRun,
+    Message,
+    Story,
+    UserPrekey,
+    UserSession,
+    UserStatistics,
+    WebsocketConnection,
+)
+from tests.helpers import drain_queue, wait_for
+from tests.ingest_fixtures import dead_letters
+from tests.media_files import photo
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pgbouncer]
+CHAT = uuid.uuid4()
+ARCHIVE_COLUMNS = ("id", "sender_id", "chat_id", "content", "created_at")
+
+
+@pytest.fixture(autouse=True)
+def empty_stores():
+    """The media store and TEMP_DIR of the tests start empty (they are the tests' own directories)."""
+    for directory in (Path(settings.MEDIA_ROOT), settings.CONFIG.temp_dir):
+        assert "test-output" in str(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+
+
+def stored(key: str, content: bytes = b"data") -> str:
+    assert default_storage.save(key, ContentFile(content)) == key
+    return key
+
+
+def archive(key: str, rows: list[dict]) -> str:
+    lines = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    return stored(key, gzip.compress(lines))
+
+
+def archived(key: str) -> list[dict]:
+    with default_storage.open(key, "rb") as raw:
+        return [json.loads(line) for line in gzip.decompress(raw.read()).splitlines()]
+
+
+def archive_row(sender: uuid.UUID) -> dict:
+    return {"id": str(uuid.uuid4()), "sender_id": str(sender), "chat_id": str(CHAT), "content": "old",
+            "created_at": "2025-01-01 10:00:00"}  # fmt: skip
+
+
+def everything_of(user: uuid.UUID, tag: str) -> dict:
+    """A user with a row in every table supworker holds of users, and files in the store."""
+    media = stored(f"media/{tag}/photo.jpg")
+    thumb = stored(f"media/{tag}/thumb.jpg")
+    story_media = stored(f"stories/{tag}/story.jpg")
+    messages = [
+        Message.objects.create(sender_id=user, chat_id=CHAT, content=f"{tag} {n}", media_url=media if n == 0 else None,
+                               thumbnail_url=default_storage.url(thumb) if n == 0 else None)
+        for n in range(3)
+    ]  # fmt: skip
+    Story.objects.create(user_id=user, media_url=story_media)
+    session = UserSession.objects.create(user_id=user, device_id=f"{tag}-phone")
+    UserPrekey.objects.create(user_id=user, prekey_id=1, public_key=f"{tag}-key")
+    WebsocketConnection.objects.create(user_id=user, session_id=session.id, server_id="gw-1")
+    UserStatistics.objects.create(user_id=user, messages_sent=3)
+    Notification.objects.create(user_id=user, type="push", title="hi", body="there", success=True)
+    Device.objects.create(user_id=user, registration_id=f"{tag}-token", type="android")
+    MutedChat.objects.create(user_id=user, chat_id=CHAT, mode="silent")
+    JobRun.objects.create(job_id=f"{tag}-push", job_type="notification.push", queue="notifications",
+                          payload={"type": "push", "userId": str(user), "title": "hi"}, result={"to": tag})  # fmt: skip
+    names_user = {"type": "image", "userId": str(user)}
+    DeadLetter.objects.create(job_id=f"{tag}-image", job_type="media.image", source="worker", error="boom",
+                              payload=names_user, envelope={"payload": names_user})  # fmt: skip
+    return {"messages": messages, "files": [media, thumb, story_media]}
+
+
+def table_counts(user: uuid.UUID) -> dict[str, int]:
+    return {
+        "messages": Message.objects.filter(sender_id=user).count(),
+        "stories": Story.objects.filter(user_id=user).count(),
+        "user_sessions": UserSession.objects.filter(user_id=user).count(),
+        "user_prekeys": UserPrekey.objects.filter(user_id=user).count(),
+        "websocket_connections": WebsocketConnection.objects.filter(user_id=user).count(),
+        "user_statistics": UserStatistics.objects.filter(user_id=user).count(),
+        "notifications": Notification.objects.filter(user_id=user).count(),
+        "fcm_devices": Device.objects.filter(user_id=user).count(),
+        "muted_chats": MutedChat.objects.filter(user_id=user).count(),
+        "job_runs": JobRun.objects.filter(payload__userId=str(user)).count(),
+        "dead_letters": DeadLetter.objects.filter(payload__userId=str(user)).count(),
+    }
+
+
+ONE_OF_EACH = {"messages": 3, "stories": 1, "user_sessions": 1, "user_prekeys": 1, "websocket_connections": 1,
+               "user_statistics": 1, "notifications": 1, "fcm_devices": 1, "muted_chats": 1, "job_runs": 1,
+               "dead_letters": 1}  # fmt: skip
+NOTHING = dict.fromkeys(ONE_OF_EACH, 0)
+
+
+@pytest.fixture
+def two_users():
+    """Ann, to be erased, and Bob, who writes to her in the same chat; an archive holding both,
+    one holding only Ann; an export of Ann's."""
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    ann_data, bob_data = everything_of(ann, "ann"), everything_of(bob, "bob")
+    shared = archive("archive/messages/2025/01/01/a.jsonl.gz", [archive_row(ann), archive_row(bob), archive_row(ann)])
+    only_ann = archive("archive/messages/2025/01/02/b.jsonl.gz", [archive_row(ann)])
+    export_key = stored("exports/ann-secret.zip")
+    UserExport.objects.create(
+        subject=subject_of(ann), job_id="ann-export", key=export_key, expires_at="2099-01-01 00:00Z"
+    )
+    return ann, bob, ann_data, bob_data, shared, only_ann, export_key
+
+
+def assert_only_ann_is_gone(ann, bob, ann_data, bob_data, shared, only_ann, export_key) -> None:
+    assert table_counts(ann) == NOTHING
+    assert table_counts(bob) == ONE_OF_EACH, "Bob's rows, in the same chat, are all there"
+    assert not any(default_storage.exists(key) for key in ann_data["files"])
+    assert all(default_storage.exists(key) for key in bob_data["files"])
+    assert [row["sender_id"] for row in archived(shared)] == [str(bob)]
+    assert not default_storage.exists(only_ann), "an archive left empty is deleted"
+    assert not default_storage.exists(export_key) and not UserExport.objects.exists()
+    masked = JobRun.objects.get(job_id="ann-push")
+    assert masked.payload == {"type": "push", "erased": True} and masked.result is None
+    assert DeadLetter.objects.get(job_id="ann-image").envelope is None, "never requeued for an erased user"
+    assert str(ann) not in json.dumps(list(ErasureReceipt.objects.values("subject", "counts")))
+
+
+EXPECTED_RECEIPT = {
+    **ONE_OF_EACH, "messages_media_files": 2, "stories_media_files": 1, "message_archives": 3,
+    "message_archives_rewritten": 2, "user_exports": 1, "user_exports_files": 1,
+}  # fmt: skip
+
+
+def test_erasure_removes_exactly_the_users_rows_and_files_and_leaves_a_receipt(two_users):
+    ann = two_users[0]
+    assert erasure.preview(ann) == ONE_OF_EACH | {"user_exports": 1, "message_archives": None}
+
+    result = erasure.erase(ann, "erase-1")
+
+    assert_only_ann_is_gone(*two_users)
+    receipt = ErasureReceipt.objects.get()
+    assert receipt.subject == subject_of(ann) and receipt.finished_at is not None and receipt.requests == 1
+    assert receipt.counts == EXPECTED_RECEIPT
+    assert result == {"receipt": str(receipt.pk), "requests": 1, "removed": receipt.removed,
+                      "counts": EXPECTED_RECEIPT}  # fmt: skip
+
+
+def test_erasure_asked_twice_removes_nothing_more_and_keeps_one_receipt(two_users):
+    ann = two_users[0]
+    erasure.erase(ann, "erase-1")
+    erasure.erase(ann, "erase-2")  # a second request, e.g. published twice with two job ids
+
+    assert_only_ann_is_gone(*two_users)
+    receipt = ErasureReceipt.objects.get()
+    assert receipt.requests == 2 and receipt.counts == EXPECTED_RECEIPT and receipt.finished_at is not None
+
+
+class Crash(Exception):
+    pass
+
+
+def test_an_erasure_stopped_midway_finishes_on_the_next_run_counting_each_row_once(two_users):
+    ann = two_users[0]
+    steps = 0
+
+    def crash_after_two_steps(receipt: ErasureReceipt, holding: str) -> None:
+        nonlocal steps
+        steps += 1
+        if steps == 2:
+            raise Crash("the worker dies here")
+
+    with pytest.raises(Crash):
+        erasure.erase(ann, "erase-1", batch_size=1, progress=crash_after_two_steps)
+    halfway = ErasureReceipt.objects.get()
+    assert halfway.finished_at is None and Message.objects.filter(sender_id=ann).exists()
+
+    erasure.erase(ann, "erase-1", batch_size=1)  # the same job again (a retry, a redelivery)
+
+    assert_only_ann_is_gone(*two_users)
+    receipt = ErasureReceipt.objects.get()
+    assert receipt.counts == EXPECTED_RECEIPT and receipt.requests == 1 and receipt.finished_at is not None
+
+
+def test_a_media_job_in_flight_does_not_bring_an_erased_users_files_back():
+    ann = uuid.uuid4()
+    message = Message.objects.create(sender_id=ann, chat_id=CHAT, media_status="queued")
+    jpeg = io.BytesIO()
+    photo(640, 480).save(jpeg, "JPEG")
+    upload = stored("uploads/ann/photo.jpg", jpeg.getvalue())
+    payload = {"type": "image", "s3Key": upload, "userId": str(ann), "messageId": str(message.pk)}
+    envelope = Envelope(job_id="img-1", job_type="media.image", payload=payload)
+
+    def erased_while_processing(*args):
+        # The job has marked the message processing and read the upload: now the user is erased.
+        erasure.erase(ann, "erase-1")
+        return images.process(*args)
+
+    with pytest.raises(PermanentError, match="deleted while its media was processed; its files were removed"):
+        pipeline.run(envelope, erased_while_processing)
+
+    assert not Message.objects.filter(pk=message.pk).exists()
+    left = [obj.key for page in storage.list_objects("media/") for obj in page]
+    assert left == [], "the outputs stored after the erasure are gone too"
+
+
+# End to end: RabbitMQ, the consumer, RQ, the worker.
+
+BAD = [
+    ({"type": "erase"}, "userId: Field required"),
+    ({"type": "erase", "userId": "ann"}, "userId: Input should be a valid UUID"),
+    ({"type": "erase", "userId": str(uuid.uuid4()), "email": "ann@example.com"}, "an erasure sends nothing"),
+    ({"type": "export", "userId": str(uuid.uuid4()), "email": "not an address"}, "email: value is not a valid email"),
+    ({"type": "forget", "userId": str(uuid.uuid4())}, "type: Input should be 'erase' or 'export'"),
+]
+
+
+def test_an_erasure_published_to_rabbitmq_runs_and_bad_ones_are_dead_lettered(two_users, consumer, publisher,
+                                                                               redis_conn):  # fmt: skip
+    ann = two_users[0]
+    for body, _ in BAD:
+        publisher.publish(f"user.{body['type']}", body)
+    publisher.publish("user.erase", {"type": "erase", "userId": str(ann), "jobId": "erase-ann"})
+    publisher.publish("user.erase", {"type": "erase", "userId": str(ann), "jobId": "erase-ann"})  # again: a no-op
+
+    parked: list = []
+    wait_for(lambda: parked.extend(dead_letters()) or len(parked) >= len(BAD), 20, "dead letters")
+    reasons = [properties.headers["x-supworker-reason"] for properties, _ in parked]
+    assert len(reasons) == len(BAD)
+    for _, expected in BAD:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    assert DeadLetter.objects.filter(source=DeadLetter.Source.CONSUMER).count() == len(BAD)
+    wait_for(lambda: consumer.stats.receivedMessages == len(BAD) + 2, 20, "every message taken")
+    assert consumer.stats.enqueuedJobs == 1, "the second publish of the same jobId is no second job"
+    drain_queue(redis_conn, "cleanup")
+
+    assert_only_ann_is_gone(*two_users)
+    assert ErasureReceipt.objects.get().requests == 1
+    record = JobRun.objects.get(job_id="erase-ann")
+    assert record.status == "succeeded" and str(ann) not in json.dumps(record.payload), "its own record is masked"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM job_runs WHERE payload::text LIKE %s", [f"%{ann}%"])
+        assert cursor.fetchone()[0] == 0
