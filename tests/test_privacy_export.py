@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tracemalloc
 import uuid
 import zipfile
@@ -24,7 +25,7 @@ from supworker.envelope import Envelope
 from supworker.models import Message
 from supworker.rabbit.connection import connect
 from supworker.runner import run_here
-from tests.helpers import drain_queue, rq_items, run_manage, wait_for
+from tests.helpers import drain_queue, rq_items, run_manage, run_manage_on_a_terminal, wait_for
 from tests.ingest_fixtures import subprocess_env
 from tests.privacy_data import everything_of, stored
 
@@ -165,3 +166,15 @@ def test_the_commands_show_a_dry_run_then_erase_and_export_with_their_progress(r
 
     bad = run_manage("export_user", str(ann), "--email", "nobody", env=env)
     assert bad.returncode != 0 and "--email" in bad.stderr
+
+
+def test_erase_user_on_a_terminal_draws_a_bar_with_the_dry_runs_total(rabbit_names):
+    ann = uuid.uuid4()
+    everything_of(ann, "ann")
+    process, screen = run_manage_on_a_terminal("erase_user", str(ann), "--batch-size", "2",
+                                               env=subprocess_env(rabbit_names))  # fmt: skip
+    assert process.returncode == 0, screen
+    assert "━" in screen and "14/14" in screen, screen  # 13 rows and the command's own job record, masked
+    # The log line is printed above the bar, from the start of a line, not into it.
+    assert re.search(r"[\r\n][-\d]+ [:,\d]+ INFO +privacy\.erasure: erasure ", screen), screen
+    assert "erasure: messages:" not in screen, "no plain lines on a terminal"

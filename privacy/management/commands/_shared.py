@@ -25,6 +25,7 @@ def run_now(job_type: str, payload: dict[str, Any], work: Callable[[Envelope], d
 
 
 def print_counts(out: TextIO, counts: dict[str, Any]) -> None:
+    """One line a count; None (a dry run's count not known before the run) is shown as unknown."""
     width = max([24, *map(len, counts)])
     for name, value in sorted(counts.items()):
-        out.write(f"  {name:<{width}} {value:>12,}" if isinstance(value, int) else f"  {name:<{width}} {value:>12}")
+        out.write(f"  {name:<{width}} {'unknown' if value is None else f'{value:,}':>12}")

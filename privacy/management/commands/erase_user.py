@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from privacy import erasure, progress
 from privacy.management.commands._shared import print_counts, run_now
 from privacy.models import ErasureReceipt
+from supworker.envelope import Envelope
 
 
 class Command(BaseCommand):
@@ -23,18 +24,24 @@ class Command(BaseCommand):
     def handle(self, *args: Any, user_id: uuid.UUID, dry_run: bool, batch_size: int | None, **options: Any) -> None:
         if batch_size is not None and not 1 <= batch_size <= 100_000:
             raise CommandError("--batch-size must be from 1 to 100000")
-        expected = erasure.preview(user_id)
         if dry_run:
             self.stdout.write(self.style.SUCCESS("erasure (dry run: nothing changed); rows to remove:"))
-            print_counts(self.stdout, {name: "unknown" if n is None else n for name, n in expected.items()})
+            print_counts(self.stdout, erasure.preview(user_id))
             return
-        total = sum(n for n in expected.values() if n is not None)
-        with progress.bar("erasure", total) as update:
+        with progress.bar("erasure") as update:
 
-            def step(receipt: ErasureReceipt, holding: str) -> None:
-                update(sum(receipt.counts.get(name, 0) for name in expected), holding)
+            def erase(envelope: Envelope) -> dict[str, Any]:
+                # Counted once this run's own job record exists: it is one of the rows masked.
+                expected = erasure.preview(user_id)
+                counted = [name for name, n in expected.items() if n is not None]  # the bar's total counts these
+                total = sum(expected[name] or 0 for name in counted)
 
-            result = run_now("user.erase", {"type": "erase", "userId": str(user_id)},
-                             lambda envelope: erasure.erase(user_id, envelope.job_id, batch_size, step))  # fmt: skip
+                def step(receipt: ErasureReceipt, holding: str) -> None:
+                    update(sum(receipt.counts.get(name, 0) for name in counted), holding, total)
+
+                update(0, "", total)
+                return erasure.erase(user_id, envelope.job_id, batch_size, step)
+
+            result = run_now("user.erase", {"type": "erase", "userId": str(user_id)}, erase)
         self.stdout.write(self.style.SUCCESS(f"erasure done, receipt {result['receipt']}"))
         print_counts(self.stdout, result["counts"])

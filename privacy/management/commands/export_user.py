@@ -30,10 +30,10 @@ class Command(BaseCommand):
         expected = export.preview(user_id)
         if dry_run:
             self.stdout.write(self.style.SUCCESS("export (dry run: nothing written); rows it would hold:"))
-            print_counts(self.stdout, {name: "unknown" if n is None else n for name, n in expected.items()})
+            print_counts(self.stdout, expected)
             return
-        with progress.bar("export", None) as update:
+        with progress.bar("export") as update:
             result = run_now("user.export", payload, lambda envelope: export.export(
-                user_id, envelope.job_id, email, lambda what, done: update(done, what)))  # fmt: skip
+                user_id, envelope.job_id, email, lambda what, done: update(done, what, None)))  # fmt: skip
         self.stdout.write(self.style.SUCCESS(f"export written: {result['key']} ({result['bytes']:,} bytes)"))
         print_counts(self.stdout, result["counts"])
