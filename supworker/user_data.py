@@ -102,12 +102,15 @@ class _Table:
 
     def erase(self, user_id: uuid.UUID, batch_size: int, resume: str) -> Step:
         returning = ", ".join(self.media_columns) or "1"
+        key = ", ".join(self.key)
         with connection.cursor() as cursor:
+            # By key, not by ctid: a row another writer updates meanwhile (a media job writing its
+            # result) has a new ctid but the same key, and is deleted, as it is now, all the same.
             cursor.execute(
-                f"""DELETE FROM {self.table} WHERE ctid = ANY(ARRAY(
-                        SELECT ctid FROM {self.table} WHERE {self.column} = %s LIMIT %s)) AND {self.column} = %s
+                f"""DELETE FROM {self.table} WHERE {self.column} = %s AND ({key}) IN (
+                        SELECT {key} FROM {self.table} WHERE {self.column} = %s LIMIT %s)
                     RETURNING {returning}""",  # noqa: S608 - names are the holders' constants
-                [user_id, batch_size, user_id],
+                [user_id, user_id, batch_size],
             )
             rows = cursor.fetchall()
         counts = {self.name: len(rows)}

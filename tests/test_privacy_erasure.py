@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import uuid
 
+import psycopg2
 import pytest
+from django import db
 from django.core.files.storage import default_storage
 from django.db import connection
 
@@ -119,6 +122,30 @@ def test_a_media_job_in_flight_does_not_bring_an_erased_users_files_back():
     assert not Message.objects.filter(pk=message.pk).exists()
     left = [obj.key for page in storage.list_objects("media/") for obj in page]
     assert left == [], "the outputs stored after the erasure are gone too"
+
+
+def test_a_row_a_media_job_updates_while_the_erasure_deletes_it_goes_with_the_files_it_names_then():
+    """The media job's result and the erasure's delete meet on one row: the delete waits for the
+    update, then deletes the row as updated and the new files it names."""
+    ann = uuid.uuid4()
+    message = Message.objects.create(sender_id=ann, chat_id=CHAT, media_status="processing")
+    output = stored(f"media/{message.pk}/processed/photo.jpg")
+    job = psycopg2.connect(**{k: v for k, v in connection.get_connection_params().items() if k != "cursor_factory"})
+    with job.cursor() as cursor:  # the job's transaction holds the row, its result not yet committed
+        cursor.execute("UPDATE messages SET media_url = %s, media_status = 'ready' WHERE id = %s",
+                       [output, str(message.pk)])  # fmt: skip
+    erased = threading.Thread(target=lambda: (erasure.erase(ann, "erase-1"), db.connections.close_all()))
+    erased.start()
+    with connection.cursor() as cursor:
+        wait_for(lambda: cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                 or cursor.fetchone()[0], 10, "the erasure waiting for the job's row")  # fmt: skip
+    job.commit()
+    job.close()
+    erased.join(30)
+
+    assert not Message.objects.filter(pk=message.pk).exists()
+    assert not default_storage.exists(output)
+    assert ErasureReceipt.objects.get().counts["messages_media_files"] == 1
 
 
 # End to end: RabbitMQ, the consumer, RQ, the worker.
