@@ -11,6 +11,7 @@ names of the media files, never the files or the whole history.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -83,10 +84,9 @@ def _scratch_file() -> Iterator[Path]:
     directory = Path(settings.CONFIG.temp_dir)
     directory.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="export-", suffix=".zip", dir=directory)
+    os.close(handle)  # zipfile opens it by name
     path = Path(name)
     try:
-        with open(handle, "wb"):
-            pass
         yield path
     finally:
         path.unlink(missing_ok=True)

@@ -31,8 +31,8 @@ class UserJob(Message):
         return self
 
 
-def _on_cleanup_queue(name: str, timeout: int, **more: object) -> JobType:
-    return JobType(name, queue="cleanup", high_queue="cleanup", priority=0, timeout=timeout, **more)  # type: ignore[arg-type]
+def _on_cleanup_queue(name: str, timeout: int, published: bool = True, cron: str | None = None) -> JobType:
+    return JobType(name, "cleanup", "cleanup", priority=0, timeout=timeout, published=published, cron=cron)
 
 
 declare(
