@@ -3,7 +3,6 @@ total and an ETA; otherwise (a pipe, a log file, `kubectl exec` without -t) a pl
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from rich.progress import (
 )
 
 from cleanup.base import Run
+from supworker.terminal import logs_above_the_bar
 
 Reporter = Callable[[Run], None]
 
@@ -49,25 +49,6 @@ class Bar:
 
 
 @contextmanager
-def _logs_above_the_bar() -> Iterator[None]:
-    """While rich draws the bar, console log lines go through its stand-in for stderr, which prints
-    them above the bar instead of into it. Log files are left alone."""
-    proxy = sys.stderr
-    terminal = getattr(proxy, "rich_proxied_file", None)
-    loggers = [logging.root, *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
-    handlers = [
-        h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler and h.stream is terminal
-    ]  # fmt: skip
-    for handler in handlers:
-        handler.setStream(proxy)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.setStream(terminal)
-
-
-@contextmanager
 def reporter() -> Iterator[Reporter]:
     """The progress callback for a cleanup run: a bar when stderr is a terminal, else plain lines."""
     if not sys.stderr.isatty():
@@ -83,5 +64,5 @@ def reporter() -> Iterator[Reporter]:
         TimeRemainingColumn(),
         console=Console(stderr=True),
     )
-    with progress, _logs_above_the_bar():
+    with progress, logs_above_the_bar():
         yield Bar(progress)

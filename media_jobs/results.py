@@ -9,6 +9,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db.models import Q
 
+from supworker import storage
 from supworker.handlers import PermanentError
 from supworker.models.messenger import MediaStatus, Message
 from supworker.rabbit.publisher import Publisher
@@ -41,7 +42,10 @@ def mark_ready(message_id: UUID, media_key: str, thumbnail_key: str | None, meta
         media_metadata=metadata,
     )
     if not updated:
-        raise PermanentError(f"message {message_id} was deleted while its media was processed")
+        # Deleted meanwhile, by the messenger or by a user's erasure (docs/privacy.md): the files
+        # just stored must not outlive it, or an erased user's media would come back.
+        storage.delete([media_key, thumbnail_key])
+        raise PermanentError(f"message {message_id} was deleted while its media was processed; its files were removed")
 
 
 def mark_failed(message_id: UUID, reason: str) -> None:

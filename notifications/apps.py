@@ -17,6 +17,7 @@ class NotificationsConfig(AppConfig):
         from supworker.dashboard import register_panel
         from supworker.metrics import register_collector
         from supworker.retention import Retention, keep_rows
+        from supworker.user_data import hold_user_data, table
 
         register_collector(LmsCollector())
         register_collector(SuppressedCollector())
@@ -32,3 +33,12 @@ class NotificationsConfig(AppConfig):
                 setting="NOTIFICATION_LOG_RETENTION_DAYS",
             )
         )
+        # What a user's erasure removes and export shows (docs/privacy.md); a device's token is
+        # a credential of the app's install, not the user's data: the export leaves it out.
+        for holding in (
+            table("notifications", "notifications", "user_id"),
+            table("fcm_devices", "fcm_devices", "user_id",
+                  columns=("id", "name", "type", "device_id", "active", "date_created", "changed_at")),
+            table("muted_chats", "muted_chats", "user_id", key=("chat_id",)),
+        ):  # fmt: skip
+            hold_user_data(holding)

@@ -9,6 +9,9 @@ class SupworkerConfig(AppConfig):
         from django.conf import settings
 
         from supworker.retention import Retention, keep_rows
+        from supworker.user_data import register_core
+
+        register_core()  # what the messenger's tables and the job records hold of a user
 
         # A dead letter an operator requeued is history soon; one nobody handled waits longer,
         # but not forever: a hostile publisher must not grow the table without bound.

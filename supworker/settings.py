@@ -8,7 +8,7 @@ from supworker.config import BASE_DIR, Config, load_config
 from supworker.logging_config import build_logging
 
 # The apps that declare job types (jobtypes.py) and read a section of the settings (config.py).
-DOMAIN_APPS = ["media_jobs", "notifications", "cleanup", "monitoring"]
+DOMAIN_APPS = ["media_jobs", "notifications", "cleanup", "monitoring", "privacy"]
 CONFIG = load_config(apps=DOMAIN_APPS)
 
 PRODUCTION = CONFIG.production
@@ -108,6 +108,9 @@ def media_storage(config: Config) -> dict:
             "secret_key": config.aws_secret_access_key or None,
             "file_overwrite": True,  # outputs use deterministic keys: a rerun replaces, never duplicates
             "default_acl": None,
+            # Presigned URLs (an export's download link) signed with SigV4: AWS refuses SigV2 on
+            # buckets made since 2020, and botocore would presign with it in us-east-1.
+            "signature_version": "s3v4",
         },
     }
 

@@ -147,3 +147,15 @@ class ManagedProcesses:
     def stop_all(self) -> None:
         for process, _ in self.started:
             stop(process)
+
+
+def empty_stores() -> None:
+    """Empty the media store and TEMP_DIR of the tests (they are the tests' own directories)."""
+    import shutil
+
+    from django.conf import settings
+
+    for directory in (Path(settings.MEDIA_ROOT), settings.CONFIG.temp_dir):
+        assert "test-output" in str(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)

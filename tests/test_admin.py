@@ -14,6 +14,7 @@ from rq import Queue
 
 from monitoring.models import HealthCheckResult
 from notifications.models import Device, EmailSuppression, Notification
+from privacy.models import ErasureReceipt, UserExport
 from supworker.models import (
     DeadLetter,
     GlobalStatistics,
@@ -53,6 +54,10 @@ def make_one(model):
             users=1, messages=3, messages_last_24h=1, stories=0, active_sessions=1
         ),
         HealthCheckResult: lambda: HealthCheckResult.objects.create(healthy=True, checks={}),
+        ErasureReceipt: lambda: ErasureReceipt.objects.create(subject="ab" * 32, counts={"messages": 2}),
+        UserExport: lambda: UserExport.objects.create(
+            subject="ab" * 32, job_id="export-1", key="exports/x.zip", expires_at=timezone.now()
+        ),
     }
     if model in factories:
         return factories[model]()

@@ -35,6 +35,7 @@ from supworker.models import (
     UserStatistics,
     WebsocketConnection,
 )
+from tests import helpers
 from tests.helpers import drain_queue, rq_items
 
 # Run again through PgBouncer in transaction mode by `make test`.
@@ -46,12 +47,7 @@ MINUTE = timedelta(minutes=1)
 @pytest.fixture(autouse=True)
 def empty_stores():
     """The media store and TEMP_DIR of the tests start empty (they are the tests' own directories)."""
-    import shutil
-
-    for directory in (Path(settings.MEDIA_ROOT), settings.CONFIG.temp_dir):
-        assert "test-output" in str(directory)
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+    helpers.empty_stores()
 
 
 def run(name: str, **options):

@@ -40,17 +40,17 @@ def test_registering_the_table_twice_leaves_one_entry_per_job(redis_conn):
     scheduler = django_rq.get_scheduler("cleanup")
     first = register(scheduler)
     second = register(scheduler)
-    assert len(first["added"]) == 12 and second == {
+    assert len(first["added"]) == 13 and second == {
         "added": [],
         "changed": [],
         "unchanged": second["unchanged"],
         "removed": [],
     }
-    assert len(second["unchanged"]) == 12
+    assert len(second["unchanged"]) == 13
     ours = [job for job in scheduler.get_jobs() if job.id.startswith(ID_PREFIX)]
     assert sorted(job.id for job in ours) == sorted(ID_PREFIX + name for name in (
         "stories", "sessions", "messages", "temp_files", "maintenance", "prekeys",
-        "statistics", "websockets", "health", "orphaned_media", "job_records", "retention",
+        "statistics", "websockets", "health", "orphaned_media", "job_records", "retention", "expire_exports",
     ))  # fmt: skip
     times = {job.id.removeprefix(ID_PREFIX): when for job, when in registered(scheduler).values()}
     assert times["sessions"].hour == 0 and times["messages"].hour == 1 and times["maintenance"].hour == 3
@@ -64,7 +64,7 @@ def test_a_changed_schedule_replaces_its_entry_and_an_entry_turned_off_is_unsche
     report = register(scheduler)
     assert report["changed"] == [ID_PREFIX + "sessions"] and report["removed"] == [ID_PREFIX + "health"]
     entries = registered(scheduler)
-    assert ID_PREFIX + "health" not in entries and len(entries) == 11
+    assert ID_PREFIX + "health" not in entries and len(entries) == 12
     job, when = entries[ID_PREFIX + "sessions"]
     assert job.meta["cron_string"] == "30 2 * * *" and (when.hour, when.minute) == (2, 30)
 

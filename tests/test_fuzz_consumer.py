@@ -70,6 +70,8 @@ VALID: list[tuple[str, str, dict[str, Any]]] = [
                                    "deviceId": "phone-1", "at": "2024-05-01T10:00:00.123Z"}),
     ("device", "device.unregister", {"userId": USER, "fcmToken": "device-token", "platform": "web",
                                      "timestamp": 1672531200000}),
+    ("user", "user.erase", {"type": "erase", "userId": USER, "jobId": "erase-1"}),
+    ("user", "user.export", {"type": "export", "userId": USER, "email": "ann@example.com"}),
 ]  # fmt: skip
 
 # Raw JSON text for a field's value: what a careless or hostile publisher may put there.
