@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.utils import timezone
 
 from supworker.envelope import Envelope
@@ -24,7 +24,7 @@ def run_now(job_type: str, payload: dict[str, Any], work: Callable[[Envelope], d
     return outcome.result
 
 
-def print_counts(out: TextIO, counts: dict[str, Any]) -> None:
+def print_counts(out: OutputWrapper, counts: dict[str, Any]) -> None:
     """One line a count; None (a dry run's count not known before the run) is shown as unknown."""
     width = max([24, *map(len, counts)])
     for name, value in sorted(counts.items()):
