@@ -205,7 +205,8 @@ def test_ctrl_c_on_manage_py_cleanup_leaves_its_record_failed_not_running(redis_
         stop(process)
     assert UserSession.objects.count() > 0, "interrupted before the end"
     record = JobRun.objects.get(job_id__startswith="cli:sessions:")
-    assert record.status == "failed" and record.error.startswith("KeyboardInterrupt")
+    output = (tmp_path / "cleanup.log").read_text()[-4000:]  # what the command said, should this fail
+    assert record.status == "failed" and record.error.startswith("KeyboardInterrupt"), output
     assert record.finished_at is not None
 
 
