@@ -127,7 +127,7 @@ class Flow(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(self.config.rabbitmq_url))
+        connection = pika.BlockingConnection(pika.URLParameters(self.config.rabbitmq_urls[0]))
         channel = connection.channel()
         channel.tx_select()  # a tick's jobs committed at once: published for sure, and seen together
         start, tick = time.monotonic(), 0

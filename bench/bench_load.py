@@ -240,7 +240,7 @@ def _bodies(messages: list[tuple[str, str]]):
 
 def _publish(config, messages: list[tuple[str, str]]) -> None:
     tag = config.rabbitmq_queue_prefix
-    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_url))
+    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
     channel = connection.channel()
     properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
     for n, (routing_key, body) in enumerate(_bodies(messages)):
