@@ -125,7 +125,11 @@ STORAGES = {
 from supworker.queues import rq_queues_setting  # noqa: E402 - needs CONFIG above
 
 RQ_QUEUES = rq_queues_setting(CONFIG.redis_url, CONFIG.redis_sentinel)
-RQ = {"DEFAULT_RESULT_TTL": CONFIG.job_result_ttl, "WORKER_CLASS": "supworker.worker.Worker"}
+RQ = {
+    "DEFAULT_RESULT_TTL": CONFIG.job_result_ttl,
+    "WORKER_CLASS": "supworker.worker.Worker",
+    "SCHEDULER_CLASS": "supworker.scheduler.Scheduler",
+}
 RQ_SHOW_ADMIN_LINK = True
 
 # --- fcm-django: devices belong to messenger users, who live in the messenger's database ---

@@ -96,6 +96,26 @@ def test_a_started_scheduler_enqueues_a_due_cron_job_that_a_worker_runs(redis_co
     assert codes == [0, 0]
 
 
+def test_a_scheduler_sent_sigterm_again_and_again_stops_once_cleanly_and_keeps_the_cron_table(redis_conn, tmp_path):
+    # A supervisor and an operator may both signal it, the process and then its group.
+    log_path = tmp_path / "sched.log"
+    process = start_manage("rqscheduler", "--queue", "cleanup", "--interval", "1", log_path=log_path)
+    try:
+        wait_for(lambda: "Registering birth" in log_path.read_text(), 60, "the scheduler to start")
+        for signum in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+            if process.poll() is None:
+                process.send_signal(signum)
+                time.sleep(0.002)
+        code = process.wait(20)
+    finally:
+        stop(process)
+    output = log_path.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output and output.count("Shutting down RQ scheduler") == 1, output
+    entries = registered(django_rq.get_scheduler("cleanup"))
+    assert len(entries) == 13 and all(when > datetime.now(UTC) for _, when in entries.values())
+
+
 def submit_cleanup(redis_conn, name: str, data: dict | None = None, job_id: str | None = None) -> str:
     job_id = job_id or f"cleanup-{uuid.uuid4().hex[:8]}"
     payload = {"type": name} | ({"data": data} if data is not None else {})
