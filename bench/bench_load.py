@@ -38,8 +38,8 @@ import psycopg2
 from PIL import Image
 from redis import Redis
 
-from bench.bench_ingest import _with_db
 from bench.bench_notifications import PROJECT, TOKEN, SmtpSink, _serve_fcm, _start_server, _stop
+from bench.deployed import with_redis_db as _with_db
 from bench.table import Table
 
 JOBS = int(os.environ.get("BENCH_LOAD_JOBS", "100000"))

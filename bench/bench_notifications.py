@@ -36,7 +36,7 @@ import pika
 from redis import Redis
 from rq import Queue
 
-from bench.bench_ingest import _with_db
+from bench.deployed import with_redis_db as _with_db
 from bench.table import Table
 from supworker import jobtypes
 

@@ -1,0 +1,115 @@
+"""supworker's processes as an operator runs them: each started from its Procfile line, configured
+only by the environment (the defaults, plus the benchmark's own queue names and Redis database so
+that a `make run` on the same servers is not disturbed), measured from outside with psutil.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_command(kind: str) -> list[str]:
+    """The Procfile's command for a kind of process (`consumer`, `notifications`, ...), with this
+    interpreter (the virtualenv's) in place of `python`."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == kind and not line.startswith("#"):
+            words = shlex.split(command)
+            return [sys.executable if word == "python" else word for word in words]
+    raise KeyError(f"the Procfile has no {kind!r} process")
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """The same Redis server, another database (a `db` query argument would win over the path)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "db"]
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(db))])))
+    return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+
+
+def isolated_env(tag: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment with the benchmark's own RabbitMQ names and Redis database;
+    every other setting stays what the operator has."""
+    return (
+        dict(os.environ)
+        | {
+            "RABBITMQ_EXCHANGE": f"{tag}_exchange",
+            "RABBITMQ_QUEUE_PREFIX": tag,
+            "RABBITMQ_QUEUE_NAME": f"{tag}_otp",
+            "REDIS_URL": redis_url,
+        }
+        | extra
+    )
+
+
+@dataclass
+class Process:
+    """One running `manage.py` process, its output in `log`."""
+
+    kind: str
+    popen: subprocess.Popen
+    log: Path
+    handle: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.handle = psutil.Process(self.popen.pid)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process, its finished children (RQ work-horses, reaped by their
+        worker) and the children running now."""
+        with self.handle.oneshot():
+            times = self.handle.cpu_times()
+            total = times.user + times.system + times.children_user + times.children_system
+        for child in self.handle.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        return total
+
+    def rss_mb(self) -> float:
+        return self.handle.memory_info().rss / 2**20
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start(kind: str, env: dict[str, str], log_dir: Path, *extra_args: str, name: str | None = None) -> Process:
+    """Start the Procfile's `kind` process (its command, then `extra_args`)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name or kind}.out"
+    with open(log, "ab") as output:
+        popen = subprocess.Popen(
+            [*procfile_command(kind), *extra_args], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    return Process(kind, popen, log)
+
+
+def stop(processes: list[Process], timeout: float = 30) -> None:
+    """SIGTERM (each finishes what it holds), then SIGKILL whatever is left after `timeout`."""
+    for process in processes:
+        if process.alive():
+            process.popen.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
