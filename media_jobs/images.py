@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -81,12 +82,7 @@ def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline
     optimised = _fit(decoded, limits.image_max_edge)
     ext = EXTENSION[out_format]
     media_path, thumb_path = workdir / f"image.{ext}", workdir / f"thumb.{ext}"
-    # The big encode runs in another thread while this one makes the thumbnail and blurhash.
-    encoding = _pool().submit(_save, optimised, media_path, out_format, icc)
-    thumbnail = _fit(optimised, limits.thumbnail_max_edge)
-    _save(thumbnail, thumb_path, out_format, icc)
-    placeholder = blurhash_of(thumbnail)
-    encoding.result()
+    thumbnail, placeholder = _write(optimised, media_path, thumb_path, out_format, icc, limits.thumbnail_max_edge)
     metadata = {
         "kind": "image",
         "width": optimised.width,
@@ -107,6 +103,29 @@ def process(source: Path, workdir: Path, limits: MediaConfig, deadline: Deadline
         ],
         metadata=metadata,
     )
+
+
+def _write(
+    optimised: Image.Image, media_path: Path, thumb_path: Path, out_format: str, icc: bytes | None, thumb_edge: int
+) -> tuple[Image.Image, str]:
+    """Write the image and its thumbnail; returns the thumbnail and its blurhash.
+
+    The big encode runs in another thread while this one makes the thumbnail and blurhash. Never
+    two saves of one Image at once: Pillow keeps a save's options on the image itself while it
+    writes (`encoderinfo`, `encoderconfig`) and puts the previous ones back afterwards, so the
+    other save could encode with none: no colour profile, default quality. An image already no
+    larger than a thumbnail is its own thumbnail: encoded once, and the file copied.
+    """
+    if _fit_size(optimised.size, thumb_edge) == optimised.size:
+        _save(optimised, media_path, out_format, icc)
+        shutil.copyfile(media_path, thumb_path)
+        return optimised, blurhash_of(optimised)
+    encoding = _pool().submit(_save, optimised, media_path, out_format, icc)
+    thumbnail = _fit(optimised, thumb_edge)  # a new Image, never `optimised` itself
+    _save(thumbnail, thumb_path, out_format, icc)
+    placeholder = blurhash_of(thumbnail)
+    encoding.result()
+    return thumbnail, placeholder
 
 
 def _check_animation(image: Image.Image) -> None:

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 
 import pillow_heif
 import pytest
@@ -108,6 +109,29 @@ def test_gps_camera_and_xmp_of_a_heic_never_leave_and_its_colour_profile_stays(m
             kept = out.info.get("icc_profile")
             assert kept == source_icc, f"the colour profile is kept, as for a JPEG ({key}: {sorted(out.info)}, {_meta})"
         assert b"PhoneMaker" not in raw and b"shot at home" not in raw and b"Exif" not in raw
+
+
+def test_a_heic_no_larger_than_a_thumbnail_is_never_saved_by_two_threads_at_once(media, monkeypatch):
+    """gps.heic (320x240) is already thumbnail-sized. Pillow keeps a save's options on the image
+    while it writes, so two threads saving that one image could write a JPEG without them (no
+    colour profile, baseline, default quality), now and then. Which thread runs each save is
+    recorded through Pillow's own JPEG writer, so the rule is checked every time, not by luck."""
+    Image.preinit()
+    jpeg_save, saves = Image.SAVE["JPEG"], []
+
+    def recording(image, fp, filename):
+        saves.append((image, threading.current_thread()))
+        jpeg_save(image, fp, filename)
+
+    monkeypatch.setitem(Image.SAVE, "JPEG", recording)
+    message, _meta = ready(media, media.upload("gps.heic"))
+    assert saves, "the outputs were written by Pillow's JPEG writer"
+    for image, thread in saves:
+        others = [other for saved, other in saves if saved is image and other is not thread]
+        assert not others, f"one image saved by {thread.name} and {others[0].name}"
+    for key in (message.media_url, message.thumbnail_url):
+        with Image.open(stored_path(key)) as out:
+            assert out.info.get("icc_profile") and out.info.get("progressive"), (key, sorted(out.info))
 
 
 def test_a_heic_holding_several_images_yields_its_primary_one(media):
