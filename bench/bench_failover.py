@@ -1,9 +1,10 @@
 """Redis failover while jobs flow: what each one costs, on a private Sentinel set.
 
 A primary, two replicas and three sentinels of the bench's own (testbeds/redis_sentinel_set.py),
-and the processes as deployed, configured only by their environment: `manage.py consume_rabbit`,
-two `manage.py rqworker notifications --with-scheduler`, one `rqworker cleanup --with-scheduler`, with
-REDIS_SENTINELS pointing at the set and REDIS_URL at nothing. Jobs flow at 22 a second (10 push
+and the processes as deployed, each started from its Procfile line and configured only by its
+environment: `manage.py consume_rabbit`, two `manage.py rqworker notifications`, one `rqworker
+cleanup` (each runs RQ's scheduler, the default), with REDIS_SENTINELS pointing at the set and
+REDIS_URL at nothing. Jobs flow at 22 a second (10 push
 notifications to the tests' loopback FCM server, in a thread here, and a `cleanup.sessions`
 every 0.5 s) while Redis fails over:
 
@@ -34,10 +35,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,8 +47,8 @@ import pika
 import psycopg2
 from redis import Redis, RedisError
 
-from bench.bench_load import _bench_database
-from bench.bench_notifications import PROJECT, TOKEN, _stop, _with_channel, topology_declare, topology_delete
+from bench import deployed
+from bench.bench_notifications import PROJECT, TOKEN, _with_channel, topology_declare, topology_delete
 from bench.table import Table
 from testbeds.polling import wait_for
 from testbeds.rabbit_cluster import RabbitCluster
@@ -66,7 +64,6 @@ LAG_SECONDS = 2.0  # c: replicas frozen before the primary dies
 BURST_PUSHES, BURST_CLEANUPS = 200, 20  # c: written to the primary right before it dies
 SETTLE_IDLE_SECONDS = 5.0  # nothing pending and nothing completing this long: what is missing is lost
 SETTLE_MAX_SECONDS = 60.0
-ROOT = Path(__file__).resolve().parent.parent
 USER = str(uuid.uuid4())
 
 # Every INSERT into job_runs, including those ON CONFLICT turns into an update or nothing: a
@@ -162,60 +159,52 @@ class Bench:
         self.fcm = FcmServer(token=TOKEN, keep_requests=False)
         self.db = psycopg2.connect(database_url)
         self.db.autocommit = True
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, deployed.Process] = {}
         self.wait_replicas = 0
         self.probes = 0
         self.cluster: RabbitCluster | None = None  # d: the processes' RabbitMQ is a cluster of the bench's own
 
     # --- the processes ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
+        tag = self.config.rabbitmq_queue_prefix
+        # REDIS_URL is never used: REDIS_SENTINELS wins.
         return (
-            os.environ
-            | self.redis_set.env
+            deployed.isolated_env(tag, "redis://127.0.0.1:1/0", **self.redis_set.env)
             | {
-                "REDIS_URL": "redis://127.0.0.1:1/0",  # never used: REDIS_SENTINELS wins
                 "REDIS_WAIT_REPLICAS": str(self.wait_replicas),
                 "REDIS_WAIT_TIMEOUT_MS": "500",
                 "DATABASE_URL": self.database_url,
-                "RABBITMQ_EXCHANGE": self.config.rabbitmq_exchange,
-                "RABBITMQ_QUEUE_PREFIX": self.config.rabbitmq_queue_prefix,
-                "RABBITMQ_QUEUE_NAME": self.config.rabbitmq_queue_name,
                 "FCM_ENDPOINT": self.fcm.url,
                 "FCM_ACCESS_TOKEN": TOKEN,
                 "FCM_PROJECT_ID": PROJECT,
-                "LOG_LEVEL": "WARNING",
                 "LOG_DIR": str(self.work / "logs"),
             }
             | ({"RABBITMQ_URL": self.cluster.url_list(), "RABBITMQ_QUEUE_TYPE": "quorum"} if self.cluster else {})
         )
 
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.work / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), stdout=log, stderr=log,
-            start_new_session=True,
-        )  # fmt: skip
+    def start(self, kind: str, name: str) -> None:
+        self.processes[name] = deployed.start(kind, self.env(), self.work, name=name)
 
     def start_all(self) -> None:
         for n in range(NOTIFICATION_WORKERS):
-            self.start(f"notifications{n}", "rqworker", "notifications", "--with-scheduler")
-        self.start("cleanup", "rqworker", "cleanup", "--with-scheduler")
-        self.start("consumer", "consume_rabbit")
+            self.start("notifications", f"notifications{n}")
+        self.start("cleanup", "cleanup")
+        self.start("consumer", "consumer")
 
     def consumer_with(self, wait_replicas: int) -> None:
         """REDIS_WAIT_REPLICAS is read at start: a consumer started again with the new value."""
         if wait_replicas != self.wait_replicas:
-            _stop([self.processes.pop("consumer")])
+            deployed.stop([self.processes.pop("consumer")])
             self.wait_replicas = wait_replicas
-            self.start("consumer", "consume_rabbit")
+            self.start("consumer", "consumer")
 
     def check_alive(self) -> None:
-        dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        dead = {name: p.popen.returncode for name, p in self.processes.items() if not p.alive()}
         if dead:
             raise RuntimeError(f"process(es) exited: {dead}; see {self.work}")
 
     def stop_all(self) -> None:
-        _stop(list(self.processes.values()))
+        deployed.stop(list(self.processes.values()))
 
     # --- what the jobs did ------------------------------------------------------------------
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
@@ -444,9 +433,7 @@ def run() -> Table:
     settings.CONFIG = config = dataclasses.replace(
         original, rabbitmq_exchange=f"{tag}_exchange", rabbitmq_queue_prefix=tag, rabbitmq_queue_name=f"{tag}_otp"
     )
-    database_url = _bench_database(settings.DATABASES["default"])
-    migrate_env = os.environ | {"DATABASE_URL": database_url}
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=migrate_env, check=True)
+    database_url = deployed.bench_database(settings.DATABASES["default"])
     work = Path(tempfile.mkdtemp(prefix="supworker-failover-"))
     bench = Bench(config, work, database_url)
     rows: list[list[object]] = []

@@ -1,25 +1,28 @@
 """Load: 100,000 mixed jobs through the whole pipeline, as `make run` runs it.
 
 Published to RabbitMQ while the service runs (one consumer, 2 media, 5 notification and 1
-cleanup worker processes, each a real `manage.py` process), delivered to loopback FCM, SMTP
-(Postfix's smtp-sink) and SMS servers, media written to a local store, every outcome recorded in PostgreSQL. The mix:
+cleanup worker processes, as `make run` starts them: each from its Procfile line, with the
+operator's settings), delivered to loopback FCM, SMTP (Postfix's smtp-sink) and SMS servers,
+media written to a local store, every outcome recorded in PostgreSQL. The mix:
 70 % push, 15 % e-mail, 10 % SMS, 4 % OTP e-mail, 0.8 % cleanup, 0.2 % image.
 
-Printed: end-to-end throughput (first publish to last job recorded), the memory of each process
-kind and of Redis sampled over the run (it must stay flat), and what Redis holds afterwards:
+Printed: end-to-end throughput (first publish to last job recorded; Django's start-up is before),
+the memory of each process kind and of Redis sampled over the run (it must stay flat), the CPU
+seconds of each process kind per 1,000 jobs over the run, and what Redis holds afterwards:
 every key left must carry a TTL (job results JOB_RESULT_TTL, dedup keys JOB_DEDUP_TTL). Then
 the rows and on-disk size of every table supworker writes, after the run, after the cleanups
 that bound them (`manage.py cleanup retention` and `job_records`, with --older-than 1s so that
 the run's rows count as old) and after `cleanup maintenance` (VACUUM).
 
 Isolation: its own database (`<name>_bench`), Redis database 13, exchange and queue names,
-media and log directories; e-mail and SMS rate limits are off while measuring (they would
-measure the limit). BENCH_LOAD_JOBS changes the count (e.g. 10000 for a quick look).
+media and log directories, the loopback servers' endpoints and credentials; every other setting
+is the default. E-mail and SMS rate limits are off while measuring (the defaults stand for a
+provider's quota, which the stand-ins have not: they would measure the limit).
+BENCH_LOAD_JOBS changes the count (e.g. 10000 for a quick look).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -33,18 +36,17 @@ import uuid
 from pathlib import Path
 
 import pika
-import psutil
 import psycopg2
 from PIL import Image
 from redis import Redis
 
-from bench.bench_notifications import PROJECT, TOKEN, SmtpSink, _serve_fcm, _start_server, _stop
-from bench.deployed import with_redis_db as _with_db
+from bench import deployed
+from bench.bench_notifications import PROJECT, TOKEN, SmtpSink, _serve_fcm, _start_server
 from bench.table import Table
 
 JOBS = int(os.environ.get("BENCH_LOAD_JOBS", "100000"))
 MIX = {"email": 0.15, "sms": 0.10, "otp": 0.04, "cleanup": 0.008, "image": 0.002}  # push: the rest
-WORKERS = {"media": 2, "notifications": 5, "cleanup": 1}  # as `make run`
+WORKERS = {kind: deployed.make_run_count(kind) for kind in ("media", "notifications", "cleanup")}  # as `make run`
 REDIS_DB = 13
 STALL_SECONDS = 60.0
 SAMPLE_SECONDS = 2.0
@@ -61,16 +63,16 @@ ROOT = Path(__file__).resolve().parent.parent
 class Sample:
     seconds: float
     done: int
-    rss_mb: dict[str, float]  # per process kind, parents and their work-horses together
+    rss_mb: dict[str, float]  # per process kind, the long-lived processes (work-horses live for one job)
     redis_mb: float
 
 
-def _serve_sms(port_out) -> None:
+def _serve_sms(connection) -> None:
     from tests.notification_servers import SmsServer
 
     server = SmsServer(key=SMS_KEY, secret=SMS_SECRET)
     server.start()
-    port_out.put(server.port)
+    connection.send(server.port)
     server.thread.join()
 
 
@@ -81,97 +83,62 @@ def run() -> list[Table]:
 
     original = settings.CONFIG
     tag = f"ld{uuid.uuid4().hex[:6]}"
+    redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
     # The bench's own names: the processes get them from the environment, this one from settings.
     settings.CONFIG = config = dataclasses.replace(
         original,
         rabbitmq_exchange=f"{tag}_exchange",
         rabbitmq_queue_prefix=tag,
         rabbitmq_queue_name=f"{tag}_otp",
-        redis_url=_with_db(original.redis_url, REDIS_DB),
+        redis_url=redis_url,
     )
-    redis = Redis.from_url(config.redis_url)
+    redis = Redis.from_url(redis_url)
     redis.flushdb()
-    database_url = _bench_database(settings.DATABASES["default"])
+    database_url = deployed.bench_database(settings.DATABASES["default"])
     work = Path(tempfile.mkdtemp(prefix="supworker-load-"))
     smtp = SmtpSink()
     try:
-        servers = [_start_server(target) for target in (_serve_fcm, _serve_sms)]
+        fcm, sms = [_start_server(target) for target in (_serve_fcm, _serve_sms)]
     except BaseException:
         smtp.stop()
         raise
-    (_, fcm_port), (_, sms_port) = servers
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": config.redis_url,
-        "RABBITMQ_EXCHANGE": config.rabbitmq_exchange,
-        "RABBITMQ_QUEUE_PREFIX": config.rabbitmq_queue_prefix,
-        "RABBITMQ_QUEUE_NAME": config.rabbitmq_queue_name,
-        "FCM_ENDPOINT": f"http://127.0.0.1:{fcm_port}",
-        "FCM_ACCESS_TOKEN": TOKEN,
-        "FCM_PROJECT_ID": PROJECT,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(smtp.port),
-        "SMTP_SECURITY": "none",
-        "SMS_BACKEND": "vonage",
-        "SMS_API_URL": f"http://127.0.0.1:{sms_port}",
-        "SMS_API_KEY": SMS_KEY,
-        "SMS_API_SECRET": SMS_SECRET,
-        "SMS_FROM_NUMBER": "+15550100000",
-        "EMAIL_RATE_PER_SECOND": "0",
-        "SMS_RATE_PER_SECOND": "0",
-        "LOG_LEVEL": "WARNING",
-        "LOG_DIR": str(work / "logs"),
-        "MEDIA_ROOT": str(work / "media"),
-        "TEMP_DIR": str(work / "tmp"),
-    }
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+    env = deployed.isolated_env(
+        tag, redis_url, DATABASE_URL=database_url,
+        FCM_ENDPOINT=f"http://127.0.0.1:{fcm.port}", FCM_ACCESS_TOKEN=TOKEN, FCM_PROJECT_ID=PROJECT,
+        SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port), SMTP_SECURITY="none",
+        SMS_BACKEND="vonage", SMS_API_URL=f"http://127.0.0.1:{sms.port}", SMS_API_KEY=SMS_KEY,
+        SMS_API_SECRET=SMS_SECRET, SMS_FROM_NUMBER="+15550100000",
+        EMAIL_RATE_PER_SECOND="0", SMS_RATE_PER_SECOND="0",
+        LOG_DIR=str(work / "logs"), MEDIA_ROOT=str(work / "media"), TEMP_DIR=str(work / "tmp"),
+    )  # fmt: skip
     db = psycopg2.connect(database_url)
     db.autocommit = True
     messages = _media_fixtures(db, work / "media", int(JOBS * MIX["image"]))
-    processes: dict[str, list[subprocess.Popen]] = {}
+    processes: dict[str, list[deployed.Process]] = {}
     try:
         _with_channel(config, topology_declare)
         processes = _start(env, work)
         time.sleep(4)  # Django set-up of every process before the clock runs
         publisher = threading.Thread(target=_publish, args=(config, messages), daemon=True)
-        start = time.perf_counter()
+        start, cpu_before = time.perf_counter(), _cpu_seconds(processes)
         publisher.start()
         samples = _watch(db, redis, processes, tag, start)
         elapsed = samples[-1].seconds
+        cpu = {kind: seconds - cpu_before[kind] for kind, seconds in _cpu_seconds(processes).items()}
         publisher.join(30)
         outcomes = _outcomes(db, tag)
         redis_after = _redis_keys(redis)
         sizes = _sizes_through_cleanups(db, env)
     finally:
-        for group in processes.values():
-            _stop(group)
-        for process, _ in servers:
-            process.kill()
+        deployed.stop([process for group in processes.values() for process in group])
+        fcm.stop()
+        sms.stop()
         smtp.stop()
         _with_channel(config, topology_delete)
         db.close()
         settings.CONFIG = original
     print(f"(process output and logs in {work})")
-    return [_table(samples, elapsed, outcomes, redis_after), _sizes_table(sizes)]
-
-
-def _bench_database(default: dict) -> str:
-    """The bench's own database next to the configured one, created on first use."""
-    name = f"{default['NAME']}_bench"
-    admin = psycopg2.connect(
-        host=default["HOST"],
-        port=default["PORT"],
-        user=default["USER"],
-        password=default["PASSWORD"],
-        dbname="postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return f"postgres://{default['USER']}:{default['PASSWORD']}@{default['HOST']}:{default['PORT']}/{name}"
+    return [_table(samples, elapsed, cpu, outcomes, redis_after), _sizes_table(sizes)]
 
 
 def _media_fixtures(db, media_root: Path, count: int) -> list[tuple[str, str]]:
@@ -193,23 +160,20 @@ def _media_fixtures(db, media_root: Path, count: int) -> list[tuple[str, str]]:
     return made
 
 
-def _start(env: dict[str, str], work: Path) -> dict[str, list[subprocess.Popen]]:
-    from supworker.queues import worker_queues
-
-    def manage(name: str, *args: str) -> subprocess.Popen:
-        log = open(work / f"{name}.out", "ab")  # noqa: SIM115 - lives as long as the process
-        command = [sys.executable, "manage.py", *args]
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
-
+def _start(env: dict[str, str], work: Path) -> dict[str, list[deployed.Process]]:
+    """The Procfile's lines as they are: `rqworker` runs RQ's scheduler unless told not to (so no
+    --with-scheduler), and RQ names each worker uniquely (so no --name); only the log files are
+    named per process."""
     processes = {
-        kind: [
-            manage(f"{kind}{n}", "rqworker", *worker_queues([kind]), "--with-scheduler", "--name", f"load-{kind}-{n}")
-            for n in range(count)
-        ]
+        kind: [deployed.start(kind, env, work, name=f"{kind}{n}") for n in range(count)]
         for kind, count in WORKERS.items()
     }
-    processes["consumer"] = [manage("consumer", "consume_rabbit")]
+    processes["consumer"] = [deployed.start("consumer", env, work)]
     return processes
+
+
+def _cpu_seconds(processes: dict[str, list[deployed.Process]]) -> dict[str, float]:
+    return {kind: deployed.cpu_seconds(group) for kind, group in processes.items()}
 
 
 def _bodies(messages: list[tuple[str, str]]):
@@ -263,26 +227,17 @@ def _recorded(db, tag: str) -> int:
         return cursor.fetchone()[0]
 
 
-def _rss_mb(group: list[subprocess.Popen]) -> float:
-    """Resident memory of the long-lived processes; RQ's work-horses live for one job and are left out."""
-    total = 0
-    for popen in group:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += psutil.Process(popen.pid).memory_info().rss
-    return total / 2**20
-
-
-def _watch(db, redis: Redis, processes: dict[str, list[subprocess.Popen]], tag: str, start: float) -> list[Sample]:
+def _watch(db, redis: Redis, processes: dict[str, list[deployed.Process]], tag: str, start: float) -> list[Sample]:
     samples: list[Sample] = []
     last, moved_at = -1, time.monotonic()
     while True:
         done = _recorded(db, tag)
         now = time.perf_counter() - start
-        rss = {kind: _rss_mb(group) for kind, group in processes.items()}
+        rss = {kind: deployed.rss_mb(group) for kind, group in processes.items()}
         samples.append(Sample(now, done, rss, redis.info("memory")["used_memory"] / 2**20))
         if done >= JOBS:
             return samples
-        if any(p.poll() is not None for group in processes.values() for p in group):
+        if not all(process.alive() for group in processes.values() for process in group):
             raise RuntimeError(f"a process died at {done:,} of {JOBS:,} jobs")
         if done != last:
             last, moved_at = done, time.monotonic()
@@ -317,33 +272,32 @@ def _redis_keys(redis: Redis) -> dict[str, object]:
             "mb": redis.info("memory")["used_memory"] / 2**20}  # fmt: skip
 
 
-def _table(samples: list[Sample], elapsed: float, outcomes: dict[str, int], redis_after: dict) -> Table:
+def _table(
+    samples: list[Sample], elapsed: float, cpu: dict[str, float], outcomes: dict[str, int], redis_after: dict
+) -> Table:
+    kinds = ["consumer", *WORKERS]
+    workers = ", ".join(f"{count} {kind}" for kind, count in WORKERS.items())
     table = Table(
-        title=f"Load: {JOBS:,} mixed jobs end to end (consumer, 2 media, 5 notification, 1 cleanup worker)",
-        columns=[
-            "moment",
-            "seconds",
-            "jobs done",
-            "consumer MB",
-            "media MB",
-            "notifications MB",
-            "cleanup MB",
-            "Redis MB",
-        ],
+        title=f"Load: {JOBS:,} mixed jobs end to end (consumer; workers: {workers}; as deployed)",
+        columns=["moment", "seconds", "jobs done", *kinds, "Redis MB"],
     )
     for label, fraction in [("10 %", 0.1), ("25 %", 0.25), ("50 %", 0.5), ("75 %", 0.75), ("end", 1.0)]:
         sample = next(s for s in samples if s.done >= JOBS * fraction)
-        rss = sample.rss_mb
-        table.rows.append([label, sample.seconds, sample.done, rss["consumer"], rss["media"], rss["notifications"],
-                           rss["cleanup"], sample.redis_mb])  # fmt: skip
+        table.rows.append([f"{label}: MB", sample.seconds, sample.done,
+                           *(sample.rss_mb[kind] for kind in kinds), sample.redis_mb])  # fmt: skip
+    table.rows.append(
+        ["CPU s per 1,000 jobs", elapsed, JOBS, *(f"{1000 * cpu[kind] / JOBS:.3f}" for kind in kinds), ""]
+    )
     table.notes = [
         f"throughput: {JOBS / elapsed:,.0f} jobs/s end to end ({elapsed:,.0f} s); outcomes: "
         + ", ".join(f"{name} {count:,}" for name, count in sorted(outcomes.items())),
         f"Redis afterwards: {redis_after['keys']:,.0f} keys, {redis_after['mb']:,.1f} MB, "
         f"the last expiring in {redis_after['longest_ttl_h']:,.1f} h; without a TTL: "
         + ", ".join(redis_after["without_ttl"]),
-        "MB: resident memory of the long-lived processes of a kind (RQ's work-horses live for one job);"
+        "MB rows: resident memory of the long-lived processes of a kind (RQ's work-horses live for one job);"
         " the same over the run means flat.",
+        "CPU row: user + system seconds (psutil) of a kind's processes, work-horses included, from the first publish"
+        f" to the last job recorded, per 1,000 jobs of the mix; {1000 * sum(cpu.values()) / JOBS:.3f} for all of them.",
     ]
     return table
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
+import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +114,49 @@ def stop(processes: list[Process], timeout: float = 30) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.popen.pid, signal.SIGKILL)
             process.popen.wait()
+
+
+def make_run_count(kind: str) -> int:
+    """How many processes of `kind` `make run` starts (the Makefile's CONCURRENCY; honcho's default is 1)."""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        name, _, value = line.partition("?=")
+        if name.strip() == "CONCURRENCY":
+            counts = dict(pair.split("=") for pair in value.strip().split(","))
+            return int(counts.get(kind, 1))
+    return 1
+
+
+def bench_database(default: dict) -> str:
+    """The benchmarks' own database next to the configured one, created on first use and migrated
+    (`manage.py migrate`, as an operator would)."""
+    name = f"{default['NAME']}_bench"
+    admin = psycopg2.connect(
+        host=default["HOST"], port=default["PORT"], user=default["USER"], password=default["PASSWORD"],
+        dbname="postgres",
+    )  # fmt: skip
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    url = f"postgres://{default['USER']}:{default['PASSWORD']}@{default['HOST']}:{default['PORT']}/{name}"
+    migrate = [sys.executable, "manage.py", "migrate", "--no-input", "-v0"]
+    done = subprocess.run(migrate, cwd=ROOT, env=os.environ | {"DATABASE_URL": url}, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"manage.py migrate on {name} failed: {(done.stdout + done.stderr)[-3000:]}")
+    return url
+
+
+def cpu_seconds(processes: list[Process]) -> float:
+    """The CPU seconds of processes together (each with its work-horses)."""
+    return sum(process.cpu_seconds() for process in processes)
+
+
+def rss_mb(processes: list[Process]) -> float:
+    """Resident memory of long-lived processes (RQ's work-horses live for one job and are left out)."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.rss_mb()
+    return total
