@@ -31,6 +31,17 @@ from supworker.policy import retry_delay
 SEEN_PREFIX = "supworker:seen:"
 RUN_BATCH = "supworker.runner.run_batch"
 
+# Writes a batch's "seen" markers in one command (KEYS: the markers; ARGV: their job ids, then
+# their lifetimes in seconds): one SET EX per marker from the client cost the consumer a fifth
+# of its CPU in redis-py's command packing. Run inside the transaction, so still all or nothing.
+_MARK_SEEN = """
+local n = #KEYS
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[i], 'EX', ARGV[n + i])
+end
+return n
+"""
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -104,8 +115,12 @@ def enqueue(connection: Redis, submissions: list[Submission], queue_of: dict[str
                 for submission in fresh:
                     by_queue[queue_of[submission.envelope.job_id]].append(submission.envelope)
                 pipe.multi()
-                for submission in fresh:
-                    pipe.set(SEEN_PREFIX + submission.dedup_key, submission.envelope.job_id, ex=submission.dedup_ttl)
+                if fresh:
+                    connection.register_script(_MARK_SEEN)(
+                        keys=[SEEN_PREFIX + s.dedup_key for s in fresh],
+                        args=[s.envelope.job_id for s in fresh] + [s.dedup_ttl for s in fresh],
+                        client=pipe,
+                    )
                 rq_jobs = _enqueue_batches(connection, pipe, by_queue)
                 pipe.execute()
                 break

@@ -95,6 +95,7 @@ Declaration = WorkerKind | Domain | JobType
 _WORKER_KINDS: dict[str, WorkerKind] = {}
 _DOMAINS: dict[str, Domain] = {}
 _JOB_TYPES: dict[str, JobType] = {}
+_SEALED_FIELDS: frozenset[str] = frozenset()  # of every domain; kept by declare(), read per message
 
 
 def _put(table: dict, item: Declaration) -> None:
@@ -115,6 +116,8 @@ def declare(*items: Declaration) -> None:
             ):
                 raise ImproperlyConfigured(f"domain {item.name!r}: only one domain arrives on RABBITMQ_QUEUE_NAME")
             _put(_DOMAINS, item)
+            global _SEALED_FIELDS
+            _SEALED_FIELDS = _SEALED_FIELDS.union(item.sealed)
         else:
             _put(_JOB_TYPES, item)
 
@@ -162,7 +165,7 @@ def queues() -> list[QueueSpec]:
 
 def sealed_fields() -> frozenset[str]:
     """The secret fields of every domain: a rejected message's domain may be unknown."""
-    return frozenset(name for domain in _DOMAINS.values() for name in domain.sealed)
+    return _SEALED_FIELDS
 
 
 def scheduled() -> list[JobType]:

@@ -261,5 +261,6 @@ def parse_message(
         job_id=job.jobId,
         created_at=job.timestamp.timestamp() if job.timestamp else None,
         priority=job.priority,
-        retries_done=getattr(job, "retryCount", 0),
+        # Only some schemas have it; a missing attribute is slow to ask a pydantic model for.
+        retries_done=job.__dict__.get("retryCount", 0),
     )

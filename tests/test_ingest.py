@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from rq import Queue
 
+from supworker.enqueue import SEEN_PREFIX
 from supworker.envelope import SEAL_PREFIX, Envelope, open_fields
 from supworker.models import DeadLetter
 from tests.helpers import rq_items, wait_for
@@ -159,6 +160,13 @@ def test_the_same_job_id_is_enqueued_once(consumer, publisher, redis_conn):
     wait_for(lambda: consumer.stats.duplicateMessages == 3, 10, "three duplicates counted")
     assert sorted(i["job_id"] for i in items) == ["push-after", "push-once"]
     assert queue_depth(f"{settings.CONFIG.rabbitmq_queue_prefix}.notifications") == 0
+    # Remembered for JOB_DEDUP_TTL (.env.example), under the job id.
+    assert redis_conn.get(SEEN_PREFIX + "id:push-once") == b"push-once"
+    assert (
+        settings.CONFIG.job_dedup_ttl - 60
+        < redis_conn.ttl(SEEN_PREFIX + "id:push-once")
+        <= settings.CONFIG.job_dedup_ttl
+    )
 
 
 def test_a_message_without_job_id_gets_one_and_its_copy_is_recognised(consumer, publisher, redis_conn):
@@ -182,6 +190,10 @@ def test_a_message_without_job_id_gets_one_and_its_copy_is_recognised(consumer, 
     items = {item["job_type"]: item for item in enqueued}
     assert len(items["cleanup.stories"]["job_id"]) == 32, "a generated id"
     assert items["cleanup.sessions"]["job_id"] == "amqp-id-7"
+    # A body's fingerprint is remembered for an hour (REDELIVERY_WINDOW), an id for JOB_DEDUP_TTL.
+    fingerprints = [key for key in redis_conn.scan_iter(SEEN_PREFIX + "fp:*")]
+    assert len(fingerprints) == 1 and 3600 - 60 < redis_conn.ttl(fingerprints[0]) <= 3600
+    assert redis_conn.ttl(SEEN_PREFIX + "id:amqp-id-7") > 3600
 
 
 def test_consumer_logs_its_health_and_keeps_stats_where_monitoring_reads_them(
