@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from supworker.handlers import PermanentError
+from supworker.interrupts import interrupts_deferred
 
 log = logging.getLogger(__name__)
 _DURATION_RE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
@@ -162,7 +163,10 @@ class Run:
     def batch(self, step: Callable[[], dict[str, int]]) -> dict[str, int]:
         """Run one bounded step in its own transaction; returns (and adds up) its counts."""
         started = time.monotonic()
-        with transaction.atomic():
+        # Ctrl-C waits for the batch's commit or rollback: an interrupt inside Django's transaction
+        # bookkeeping would leave the connection in a transaction that nothing ends (and the run's
+        # lease and record, written on it next, would be rolled back at exit).
+        with interrupts_deferred(), transaction.atomic():
             # A batch lost in a crash is simply done again by the next run, so its commit need
             # not wait for the WAL flush (still crash-safe: the database stays consistent).
             with connection.cursor() as cursor:

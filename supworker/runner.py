@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.utils import timezone
 from redis import Redis
 from redis.exceptions import RedisError
@@ -40,6 +40,7 @@ from supworker.handlers import (
     handler_for,
     report_settled,
 )
+from supworker.interrupts import interrupts_deferred, reconnect_if_left_in_a_transaction
 from supworker.models.job_records import JobStatus
 from supworker.policy import retry_delay
 from supworker.stats import count_outcomes, observe_duration
@@ -75,29 +76,38 @@ def run_here(envelopes: list[Envelope], handler: BatchHandler | None = None) -> 
     """Run items now, in this process (a management command), recorded and counted as run_batch
     records and counts them; `handler` replaces the job type's registered one when given.
 
-    Nothing here retries: a terminal is no worker, and a record left `retrying` would promise a
-    retry that never comes. So any failure is final, as for an item out of retries: recorded
-    failed and dead-lettered, where an operator can requeue it to a worker. An interrupt (Ctrl-C)
-    settles the items the same way before it goes on, so no record is left `running`.
+    Nothing here retries: a terminal is no worker, and a record left `running` or `retrying` would
+    promise an end or a retry that never comes. So any failure is final, as for an item out of
+    retries: recorded failed and dead-lettered, where an operator can requeue it to a worker. An
+    interrupt (Ctrl-C) settles the items the same way before it goes on: it can cut the handler
+    short, not the writes of the records (it waits for them, see supworker/interrupts.py).
     """
-    started = timezone.now()
-    pending = records.start(envelopes, HERE, "")
-    try:
-        outcomes = handle(pending, handler)
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit: handle() turns the rest into outcomes
-        settle_here(settle(pending, [Outcome.failure(e, exc) for e in pending], started, retries=False))
-        raise
+    with interrupts_deferred() as interrupts:
+        started = timezone.now()
+        pending = records.start(envelopes, HERE, "")
+        in_callers_transaction = connection.in_atomic_block
+        try:
+            with interrupts.delivered():
+                outcomes = handle(pending, handler)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: handle() turns the rest into outcomes
+            failures = [Outcome.failure(e, exc) for e in pending]
+            settle_here(pending, failures, started, in_callers_transaction)
+            raise
+        return settle_here(pending, outcomes, started, in_callers_transaction).settled
+
+
+def settle_here(
+    pending: list[Envelope], outcomes: list[Outcome], started: datetime, in_callers_transaction: bool
+) -> Settlement:
+    if not in_callers_transaction:  # an interrupt may have left the connection stuck in one of the handler's
+        reconnect_if_left_in_a_transaction()
     settlement = settle(pending, outcomes, started, retries=False)
-    settle_here(settlement)
-    return settlement.settled
-
-
-def settle_here(settlement: Settlement) -> None:
     report_settled(settlement.settled)
     try:
         count(settlement, redis_connection())
     except RedisError:  # the run is recorded in PostgreSQL; a lost counter is no reason to fail it
         log.warning("could not count the outcomes of %d item(s) in Redis", len(settlement.settled), exc_info=True)
+    return settlement
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,8 @@ def test_ctrl_c_on_manage_py_cleanup_leaves_its_record_failed_not_running(redis_
     output = (tmp_path / "cleanup.log").read_text()[-4000:]  # what the command said, should this fail
     assert record.status == "failed" and record.error.startswith("KeyboardInterrupt"), output
     assert record.finished_at is not None
+    again = run_manage("cleanup", "sessions", "--dry-run", env=subprocess_env({}))
+    assert "sessions_to_remove" in again.stdout, f"the next run is turned away: {again.stdout}{again.stderr[-2000:]}"
 
 
 def test_manage_py_cleanup_on_a_terminal_draws_a_bar_with_its_total_and_an_eta(redis_conn):
