@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ def create_the_apis_tables(using: str = "default", **kwargs: Any) -> None:
 
 
 pre_migrate.connect(create_the_apis_tables, dispatch_uid="tests.create_the_apis_tables")
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """An RQ worker run inside the test process (SimpleWorker.work) installs its SIGINT and SIGTERM
+    handlers and leaves them: put back what the test started with, so the next test's Ctrl-C is
+    Python's KeyboardInterrupt, not a stop request to a worker that has finished."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture
