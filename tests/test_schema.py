@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import pytest
 from psycopg2.extensions import ISOLATION_LEVEL_AUTOCOMMIT
 
@@ -78,6 +79,20 @@ def database_url(dbname: str) -> dict[str, str]:
     return {"DATABASE_URL": f"postgres://supworker:supworker@127.0.0.1:5440/{dbname}"}
 
 
+def drop_database(name: str) -> None:
+    """DROP ... WITH (FORCE) ends the other sessions on the database, but the test role may not end
+    an autovacuum worker's (that takes pg_signal_backend): such a worker finishes in moments."""
+
+    def dropped() -> bool:
+        try:
+            query("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg2.errors.InsufficientPrivilege:
+            return False
+        return True
+
+    wait_for(dropped, 60, f"database {name} to be dropped (an autovacuum worker on it)", interval=0.5)
+
+
 @pytest.fixture
 def new_database() -> Iterator[str]:
     name = f"supworker_schema_{uuid.uuid4().hex[:8]}"
@@ -85,7 +100,7 @@ def new_database() -> Iterator[str]:
     try:
         yield name
     finally:
-        query("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def load(dbname: str, sql_file: Path) -> None:
@@ -157,7 +172,7 @@ def reference_schema() -> Iterator[tuple[dict, dict, dict]]:
         migrate(name)
         yield columns(name), indexes(name), constraints(name)
     finally:
-        query("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 def test_an_empty_database_gets_exactly_the_seed_tables_and_what_supworker_adds(new_database, reference_schema):
