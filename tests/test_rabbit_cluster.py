@@ -38,20 +38,24 @@ def cluster(tmp_path) -> Iterator[RabbitCluster]:
         yield nodes
 
 
-class Messenger(threading.Thread):
-    """Publishes `count` pushes to one node, each persistent and confirmed, as the messenger's API
-    does; a publish that fails (its node busy electing a leader) is published again."""
+PUBLISHERS = 4  # the messenger's API processes: each waits for every confirm, so they publish side by side
 
-    def __init__(self, url: str, exchange: str, count: int):
+
+class Messenger(threading.Thread):
+    """Publishes the pushes numbered `numbers` to one node, each persistent and confirmed, as one
+    of the messenger's API processes does; a publish that fails (its node busy electing a
+    leader) is published again."""
+
+    def __init__(self, url: str, exchange: str, numbers: range):
         super().__init__(daemon=True)
-        self.url, self.exchange, self.count = url, exchange, count
+        self.url, self.exchange, self.numbers = url, exchange, numbers
         self.published: list[str] = []
         self.retried = 0
 
     def run(self) -> None:
         properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
         channel = None
-        for n in range(self.count):
+        for n in self.numbers:
             job_id = f"cluster-{n}"
             body = json.dumps({"type": "push", "jobId": job_id, "userId": USER, "title": "t", "body": f"{n}"})
             while True:
@@ -99,12 +103,15 @@ def test_the_leader_node_stops_while_the_consumer_drains_and_every_message_is_on
         assert consumer_node(cluster) == leader
 
         survivor = next(url for node, url in zip(cluster.nodes, cluster.urls, strict=True) if node.name != leader)
-        messenger = Messenger(survivor, settings.CONFIG.rabbitmq_exchange, MESSAGES)
-        messenger.start()
+        exchange = settings.CONFIG.rabbitmq_exchange
+        messengers = [Messenger(survivor, exchange, range(n, MESSAGES, PUBLISHERS)) for n in range(PUBLISHERS)]
+        for messenger in messengers:
+            messenger.start()
         wait_for(lambda: len(rq_items(redis_conn, *RQ_QUEUES)) >= 2_000, 120, "the consumer to drain a part")
         cluster.stop_node(leader)
-        messenger.join(300)
-        assert not messenger.is_alive(), "the messenger finished publishing"
+        for messenger in messengers:
+            messenger.join(300)
+            assert not messenger.is_alive(), "the messenger finished publishing"
         wait_for(lambda: len(rq_items(redis_conn, *RQ_QUEUES)) >= MESSAGES, 180, "every message enqueued")
         assert cluster.leader(queue) != leader, "a surviving node leads the queue"
         assert consumer_node(cluster) != leader, "the consumer reconnected to a surviving node by itself"
@@ -118,7 +125,9 @@ def test_the_leader_node_stops_while_the_consumer_drains_and_every_message_is_on
         settings.CONFIG = shared
         assert stop(consumer) == 0
     jobs = Counter(item["job_id"] for item in rq_items(redis_conn, *RQ_QUEUES))
-    assert set(jobs) == set(messenger.published)
+    published = [job for messenger in messengers for job in messenger.published]
+    assert len(published) == MESSAGES
+    assert set(jobs) == set(published)
     assert [job for job, count in jobs.items() if count > 1] == [], "each message one job, redelivered or not"
     output = log.read_text()
     assert "RabbitMQ connection lost" in output and output.count("consuming from") >= 2
