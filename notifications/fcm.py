@@ -11,8 +11,10 @@ attribute on our app's service when FCM_ENDPOINT is not Google's. This relies on
 firebase-admin 7.7.0's internals, which is why pyproject.toml pins it and
 tests/test_notifications_push.py checks the override.
 
-The SDK's requests session carries each push over libcurl (notifications/curl_adapter.py)
-unless FCM_HTTP_CLIENT=requests; neither retries a status, the runner does.
+The SDK's session is replaced by one that skips requests' per-call preparation
+(notifications/fcm_session.py; the private `_client._session`, under the same pin), and carries
+each push over libcurl (notifications/curl_adapter.py) unless FCM_HTTP_CLIENT=requests; neither
+retries a status, the runner does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from firebase_admin import credentials, messaging
 from urllib3.util.retry import Retry
 
 from notifications.curl_adapter import CurlAdapter
+from notifications.fcm_session import LeanAuthorizedSession
 
 # The SDK's own adapter retries 500/503 up to 4 times, sleeping for the whole Retry-After
 # inside the worker. Retries belong to the runner (backoff, jitter, Retry-After, dead letters):
@@ -135,7 +138,13 @@ def prepare() -> None:
 def _configure_service(fcm_app: firebase_admin.App, endpoint: str, project: str, http_client: str) -> None:
     service = messaging._get_messaging_service(fcm_app)  # private: see the module docstring
     service._fcm_url = send_url(endpoint, project)
-    session = service._client.session
+    # The SDK's AuthorizedSession with the same credential and headers, minus requests' per-call
+    # preparation (notifications/fcm_session.py). The SDK's own adapters (retrying 500/503
+    # inside the worker) are left behind; ours is mounted below.
+    sdk_session = service._client.session
+    session = LeanAuthorizedSession(sdk_session.credentials)
+    session.headers.update(sdk_session.headers)
+    service._client._session = session
     adapter: requests.adapters.BaseAdapter
     if http_client == "curl":
         adapter = CurlAdapter()  # see notifications/curl_adapter.py; libcurl retries nothing by itself

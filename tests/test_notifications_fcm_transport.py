@@ -14,6 +14,7 @@ from firebase_admin import messaging
 
 from notifications import fcm, push
 from notifications.curl_adapter import CurlAdapter
+from notifications.fcm_session import LeanAuthorizedSession, LeanSession
 from tests.notification_helpers import close_fcm_connections, envelope, forget_fcm_apps
 from tests.notification_servers import FcmServer
 from tests.tls_certs import loopback_certificate
@@ -173,3 +174,57 @@ def test_over_tls_libcurl_speaks_http_2_where_the_server_offers_it_as_google_doe
     assert server.messages_to("tok-h2")[0]["data"]["preview"] == "y" * 1500
     assert gone.permanent and "UNREGISTERED" in gone.error
     assert not busy.permanent and busy.retry_after == 5
+
+
+class _Recorder(requests.adapters.BaseAdapter):
+    """An adapter that keeps what it is given and answers 200 `{}`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        self.sent.append(request)
+        response = requests.Response()
+        response.status_code, response._content, response.request = 200, b"{}", request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"json": {"message": {"token": "t", "data": {"é": "ü"}}}, "headers": {"X-Extra": "1", "Accept": None}},
+        {"data": b"raw", "headers": {"Content-Type": "text/plain"}},
+        {"data": "text é"},
+        {},
+    ],
+)
+def test_the_lean_session_hands_the_adapter_what_requests_would(arguments):
+    sent = {}
+    for name, session in (("requests", requests.Session()), ("lean", LeanSession())):
+        session.trust_env = False
+        session.headers["X-Session"] = "s"
+        recorder = _Recorder()
+        session.mount("http://fcm.test/", recorder)
+        session.request("POST", "http://fcm.test/v1/projects/p/messages:send", timeout=5, **arguments)
+        (request,) = recorder.sent
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        sent[name] = (request.method, request.url, body, {k.lower(): v for k, v in request.headers.items()})
+    assert sent["lean"] == sent["requests"]
+
+
+def test_the_lean_session_leaves_what_it_does_not_handle_to_requests():
+    session = LeanSession()
+    recorder = _Recorder()
+    session.mount("http://fcm.test/", recorder)
+    session.request("GET", "http://fcm.test/x", params={"a": "b c"}, timeout=5)
+    assert recorder.sent[0].url == "http://fcm.test/x?a=b+c"
+
+
+def test_firebase_admin_sends_through_the_lean_session(use_server):
+    use_server(None, "curl", url="http://127.0.0.1:9")
+    session = messaging._get_messaging_service(fcm.app())._client.session
+    assert isinstance(session, LeanAuthorizedSession)
