@@ -20,7 +20,8 @@
 - firebase-admin's send paths in this process, "in-process, send path only" (bench/push_floor.py):
   `messaging.send` from 100 threads per batch of 500 as notifications/push.py sends, over libcurl
   (FCM_HTTP_CLIENT=curl, the default) and over requests' own adapter (FCM_HTTP_CLIENT=requests);
-  and `messaging.send_each_async` (httpx) per batch of 500; each with as many fresh messages.
+  and `messaging.send_each_async` (httpx) per batch of 500; each with the same number of fresh
+  messages: 3,000 (or the push count if lower; BENCH_SEND_PATH_COUNT changes it).
   Over http:// all of them speak HTTP/1.1 (httpx negotiates HTTP/2 only by TLS ALPN); the table
   says which protocol the server saw.
 
@@ -77,6 +78,9 @@ PUSHES = int(os.environ.get("BENCH_NOTIFICATIONS_COUNT", "10000"))
 EMAILS = PUSHES // 5
 NAIVE_PUSHES = min(300, PUSHES)  # one forked RQ job each: the full count would take many minutes; the rate counts
 NAIVE_EMAILS = min(200, EMAILS)
+# The in-process send paths each send as many (3,000 at most): send_each_async spends about 7 ms of
+# CPU a push here, 10,000 would add minutes. The rates and CPU per push are what is compared.
+SEND_PATH_PUSHES = int(os.environ.get("BENCH_SEND_PATH_COUNT") or min(3_000, PUSHES))
 WORKERS = int(os.environ.get("BENCH_NOTIFICATION_WORKERS") or deployed.make_run_count("notifications"))
 SIMPLE_WORKER = ("--worker-class", "rq.worker.SimpleWorker")
 TARGET_PUSHES, TARGET_TIMES_NAIVE, TARGET_EMAILS = 2_500, 60, 1_000
@@ -427,7 +431,7 @@ def run() -> list[Table]:
         push = bench.supworker(f"{tag}-push", PUSHES, _push_body, "notification.push")
         push_at_stand_in = Sent(PUSHES, fcm.window(), fcm.cpu_seconds() - stand_in_cpu)
         floor = bench.curl_floor(f"{tag}-curl", PUSHES)
-        paths = bench.send_paths(f"{tag}-send", PUSHES)
+        paths = bench.send_paths(f"{tag}-send", SEND_PATH_PUSHES)
         simple = bench.supworker(f"{tag}-spush", PUSHES, _push_body, "notification.push", *SIMPLE_WORKER)
         naive = bench.naive(f"{tag}-npush", NAIVE_PUSHES, naive_push, _push_args)
         mail = bench.supworker(f"{tag}-mail", EMAILS, _email_body, "notification.email")
