@@ -12,6 +12,18 @@
   per batch of 50); against one RQ job per e-mail opening its own connection. Target: 1,000/s.
 - both again with RQ's SimpleWorker (`--worker-class rq.worker.SimpleWorker`, no fork per RQ job):
   not the Procfile's worker, a comparison.
+- the push floor (issue 17), right after the push run, against the same FCM server: Debian's
+  `curl --parallel --parallel-max 100` sending as many `messages:send` requests, each as
+  firebase-admin sends our pushes (the URL, the bearer token and the SDK's headers, the JSON body
+  it encodes from push_message.build_message's messages), from a curl config file. Printed
+  beside the push figure, with supworker's rate as a fraction of it.
+- firebase-admin's send paths in this process, "in-process, send path only" (bench/push_floor.py):
+  `messaging.send` from 100 threads per batch of 500 as notifications/push.py sends, over libcurl
+  (FCM_HTTP_CLIENT=curl, the default) and over requests' own adapter (FCM_HTTP_CLIENT=requests);
+  and `messaging.send_each_async` (httpx) per batch of 500; each with the same number of fresh
+  messages: 3,000 (or the push count if lower; BENCH_SEND_PATH_COUNT changes it).
+  Over http:// all of them speak HTTP/1.1 (httpx negotiates HTTP/2 only by TLS ALPN); the table
+  says which protocol the server saw.
 
 Timing: Django's start-up is not timed: the workers are registered in Redis and the consumer
 is consuming (RabbitMQ counts it) before the clock starts. The clock runs from the first
@@ -21,6 +33,13 @@ row (it skips RabbitMQ, which only flatters it). CPU: user + system seconds (psu
 consumer process, and of the worker processes with their work-horses, over that window.
 Each delivery is checked to have happened exactly once: one successful row per job id, and as
 many requests at the FCM server or messages at smtp-sink.
+The floor and the send paths are clocked by the FCM server, from the first to the last valid
+request it received (authorised, a `messages:send` JSON body with a message, answered 200),
+and it must have counted exactly the pushes sent, one per token (curl must also report 200 for
+each); supworker's push run is clocked the same way too, for the fraction. CPU: curl's own
+(rusage), this process's for the in-process paths (time.process_time, after an untimed warm-up
+of 100 pushes), the FCM server's (psutil): it is Python on the same two cores, and when it
+is busy a whole core the floor is its limit, not curl's.
 
 Settings are the operator's defaults but for isolation: own exchange and queue names, Redis
 database 12, own database (`<name>_bench`), own log directory, the loopback servers' endpoints
@@ -45,11 +64,12 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pika
+import psutil
 import psycopg2
 from redis import Redis
 from rq import Queue, Worker
 
-from bench import deployed
+from bench import deployed, push_floor
 from bench.bench_ingest import _wait_for
 from bench.table import Table
 from supworker import jobtypes
@@ -58,6 +78,9 @@ PUSHES = int(os.environ.get("BENCH_NOTIFICATIONS_COUNT", "10000"))
 EMAILS = PUSHES // 5
 NAIVE_PUSHES = min(300, PUSHES)  # one forked RQ job each: the full count would take many minutes; the rate counts
 NAIVE_EMAILS = min(200, EMAILS)
+# The in-process send paths each send as many (3,000 at most): send_each_async spends about 7 ms of
+# CPU a push here, 10,000 would add minutes. The rates and CPU per push are what is compared.
+SEND_PATH_PUSHES = int(os.environ.get("BENCH_SEND_PATH_COUNT") or min(3_000, PUSHES))
 WORKERS = int(os.environ.get("BENCH_NOTIFICATION_WORKERS") or deployed.make_run_count("notifications"))
 SIMPLE_WORKER = ("--worker-class", "rq.worker.SimpleWorker")
 TARGET_PUSHES, TARGET_TIMES_NAIVE, TARGET_EMAILS = 2_500, 60, 1_000
@@ -100,15 +123,17 @@ def naive_email(job_id: str, user_id: str, address: str, title: str, body: str) 
 
 # --- loopback servers, each in its own process -----------------------------------------------------
 def _serve_fcm(connection: Connection) -> None:
-    """The FCM stand-in; answers each message on `connection` with (requests received, distinct tokens)."""
-    from tests.notification_servers import FcmServer
-
-    server = FcmServer(token=TOKEN, keep_requests=False)
+    """The FCM stand-in; answers "counts" on `connection` with (requests received, distinct tokens),
+    "window" with the push_floor.Window since the last "window" (and opens the next)."""
+    server = push_floor.windowed_fcm_server(TOKEN)
     server.start()
     connection.send(server.port)
-    while connection.recv():
-        with server.lock:
-            connection.send((sum(server.attempts.values()), len(server.attempts)))
+    while command := connection.recv():
+        if command == "window":
+            connection.send(server.take_window())
+        else:
+            with server.lock:
+                connection.send((sum(server.attempts.values()), len(server.attempts)))
 
 
 class SmtpSink:
@@ -151,8 +176,17 @@ class StandIn:
 
     def received(self) -> tuple[int, int]:
         """(requests, distinct tokens) so far; the FCM stand-in's only."""
-        self.connection.send(True)
+        self.connection.send("counts")
         return self.connection.recv()
+
+    def window(self) -> push_floor.Window:
+        """The valid requests since the last call, first and last arrival; the FCM stand-in's only."""
+        self.connection.send("window")
+        return self.connection.recv()
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
 
     def stop(self) -> None:
         self.process.kill()
@@ -180,6 +214,20 @@ class Drain:
     @property
     def rate(self) -> float:
         return self.count / self.seconds
+
+
+@dataclasses.dataclass
+class Sent:
+    """One path's pushes as the FCM stand-in received them."""
+
+    count: int
+    window: push_floor.Window  # first to last valid request at the stand-in
+    server_cpu: float  # the stand-in's CPU seconds meanwhile
+    client: push_floor.ClientRun | None = None  # None: supworker's processes (their CPU is in the Drain)
+
+    @property
+    def rate(self) -> float:
+        return self.window.rate()
 
 
 @dataclasses.dataclass
@@ -243,6 +291,57 @@ class Bench:
         self._verify(prefix, count, sent, workers)
         return drain
 
+    def at_stand_in(self, count: int, send) -> Sent:
+        """What `send(on_timed)` (a push_floor path, which calls `on_timed` just before its clock
+        starts) delivered to the FCM stand-in: checked to be `count` valid requests, one per token."""
+        marks: dict = {}
+
+        def on_timed() -> None:
+            marks["sent"], _, marks["cpu"] = self._sent(), self.fcm.window(), self.fcm.cpu_seconds()
+
+        client = send(on_timed)
+        window, server_cpu = self.fcm.window(), self.fcm.cpu_seconds() - marks["cpu"]
+        requests, tokens, _ = (after - before for after, before in zip(self._sent(), marks["sent"], strict=True))
+        if not window.requests == requests == tokens == count:
+            raise RuntimeError(f"the FCM stand-in counted {window.requests:,} valid requests ({requests:,} in all,"
+                               f" {tokens:,} tokens), expected {count:,}")  # fmt: skip
+        return Sent(count, window, server_cpu, client)
+
+    def curl_floor(self, prefix: str, count: int) -> Sent:
+        """The same FCM requests from `curl --parallel --parallel-max 100`."""
+        from notifications import fcm
+
+        bodies = [push_floor.request_body(message) for message in _push_messages(prefix, count)]
+        url = fcm.send_url(f"http://127.0.0.1:{self.fcm.port}", PROJECT)
+        headers = push_floor.request_headers(TOKEN, url)
+        return self.at_stand_in(count, lambda on_timed: push_floor.run_curl(url, headers, bodies, self.work, on_timed))
+
+    def send_paths(self, prefix: str, count: int) -> dict[str, Sent]:
+        """firebase-admin's send paths in this process: `send` from 100 threads over libcurl, over
+        requests' adapter, and `send_each_async`, each with `count` fresh messages."""
+        from django.conf import settings
+
+        from notifications import fcm
+
+        original, apps, results = settings.CONFIG, [], {}
+        try:
+            for path in ("curl", "requests", "async"):
+                # send_each_async never uses the requests session: the SDK's own app, as shipped, serves it.
+                settings.CONFIG = original.with_section(
+                    "notifications", fcm_endpoint=f"http://127.0.0.1:{self.fcm.port}", fcm_access_token=TOKEN,
+                    fcm_project_id=PROJECT, fcm_http_client="requests" if path == "async" else path,
+                )  # fmt: skip
+                app = fcm.app()
+                apps.append(app)
+                warm_up = _push_messages(f"{prefix}-{path}-warm", push_floor.WARM_UP)
+                messages = _push_messages(f"{prefix}-{path}", count)
+                sender = push_floor.send_each_async if path == "async" else push_floor.send_threads
+                results[path] = self.at_stand_in(count, lambda on_timed: sender(app, messages, warm_up, on_timed))  # noqa: B023 - called at once
+        finally:
+            settings.CONFIG = original
+            push_floor.forget_apps(list(dict.fromkeys(apps)))
+        return results
+
     def _workers(self, prefix: str, *worker_args: str) -> list[deployed.Process]:
         """WORKERS `rqworker notifications` processes, started and registered in Redis (Django set up)."""
         workers = [
@@ -292,7 +391,7 @@ class Bench:
 
 
 # --- the run -------------------------------------------------------------------------------------
-def run() -> Table:
+def run() -> list[Table]:
     from django.conf import settings
 
     original = settings.CONFIG
@@ -327,7 +426,12 @@ def run() -> Table:
     bench = Bench(env, work, redis, db, fcm, smtp)
     try:
         _with_channel(config, topology_declare)
+        fcm.window()  # opens the push run's
+        stand_in_cpu = fcm.cpu_seconds()
         push = bench.supworker(f"{tag}-push", PUSHES, _push_body, "notification.push")
+        push_at_stand_in = Sent(PUSHES, fcm.window(), fcm.cpu_seconds() - stand_in_cpu)
+        floor = bench.curl_floor(f"{tag}-curl", PUSHES)
+        paths = bench.send_paths(f"{tag}-send", SEND_PATH_PUSHES)
         simple = bench.supworker(f"{tag}-spush", PUSHES, _push_body, "notification.push", *SIMPLE_WORKER)
         naive = bench.naive(f"{tag}-npush", NAIVE_PUSHES, naive_push, _push_args)
         mail = bench.supworker(f"{tag}-mail", EMAILS, _email_body, "notification.email")
@@ -344,10 +448,14 @@ def run() -> Table:
         smtp.stop()
         settings.CONFIG = original
     print(f"(process output and logs in {work})")
-    return _table(push, simple, naive, mail, simple_mail, naive_mail)
+    return [
+        _table(push, simple, naive, mail, simple_mail, naive_mail, push_at_stand_in, floor),
+        _paths_table(push, push_at_stand_in, floor, paths),
+    ]
 
 
-def _table(push: Drain, simple: Drain, naive: Drain, mail: Drain, simple_mail: Drain, naive_mail: Drain) -> Table:
+def _table(push: Drain, simple: Drain, naive: Drain, mail: Drain, simple_mail: Drain, naive_mail: Drain,
+           push_at_stand_in: Sent, floor: Sent) -> Table:  # fmt: skip
     # Read here, not at import: the loopback servers' spawned processes import this module
     # before Django is set up, when no app has declared its job types yet.
     push_batch = jobtypes.job_type("notification.push").batch_size
@@ -371,6 +479,12 @@ def _table(push: Drain, simple: Drain, naive: Drain, mail: Drain, simple_mail: D
         workers = f"{1000 * drain.workers_cpu / drain.count:.3f}"
         verdict = "" if target is None else _verdict(target)
         table.rows.append([label, drain.count, drain.seconds, drain.rate, consumer, workers, verdict])
+        if drain is push:
+            table.rows.append(["push floor: curl --parallel --parallel-max 100, same requests, same stand-in",
+                               floor.count, floor.window.seconds, floor.rate, "", "", ""])  # fmt: skip
+            table.rows.append(["push, supworker as a fraction of that floor (at the stand-in; end to end)", "", "",
+                               f"{push_at_stand_in.rate / floor.rate:.3f} ({push.rate / floor.rate:.3f})", "", "",
+                               ""])  # fmt: skip
         if drain is naive:
             table.rows.append(["push speed-up (Procfile workers over naive)", "", "", times_naive, "", "",
                                _verdict(times_naive >= TARGET_TIMES_NAIVE)])  # fmt: skip
@@ -382,6 +496,50 @@ def _table(push: Drain, simple: Drain, naive: Drain, mail: Drain, simple_mail: D
         " while the pipeline drains, to the last row logged; Django's start-up is not timed (every process idle"
         f" before). CPU: psutil, over the same window; workers: the {WORKERS} processes with their work-horses.",
         f"naive runs measure {NAIVE_PUSHES:,} pushes and {NAIVE_EMAILS:,} e-mails (RQ forks a process per job).",
+        "push floor: clocked by the FCM stand-in, first to last valid request (every one answered 200 and counted);"
+        f" supworker at the stand-in the same way: {push_at_stand_in.rate:,.0f}/s. See the next table.",
+    ]
+    return table
+
+
+def _paths_table(push: Drain, push_at_stand_in: Sent, floor: Sent, paths: dict[str, Sent]) -> Table:
+    table = Table(
+        title="Push send paths against the same FCM stand-in, clocked by it (first to last valid request)",
+        columns=["path", "pushes", "seconds", "per second", "of the curl floor", "client wall s",
+                 "client CPU s per 1,000", "stand-in CPU s per 1,000", "stand-in cores busy", "HTTP"],
+    )  # fmt: skip
+    supworker_cpu = (push.workers_cpu + (push.consumer_cpu or 0.0)) / push.count
+    for label, sent, client_cpu in [
+        (f"C floor: {push_floor.curl_version()} --parallel --parallel-max 100", floor, None),
+        (f"supworker as deployed (consume_rabbit + {WORKERS} rqworker; end to end {push.rate:,.0f}/s)",
+         push_at_stand_in, supworker_cpu),
+        ("in-process, send path only: firebase-admin send, 100 threads, libcurl (FCM_HTTP_CLIENT=curl)",
+         paths["curl"], None),
+        ("in-process, send path only: firebase-admin send, 100 threads, requests (FCM_HTTP_CLIENT=requests)",
+         paths["requests"], None),
+        ("in-process, send path only: firebase-admin send_each_async (httpx), 500 per call", paths["async"], None),
+    ]:  # fmt: skip
+        client = sent.client
+        wall = f"{client.wall:.2f}" if client else ""
+        cpu = client.cpu / sent.count if client else client_cpu
+        table.rows.append([label, sent.count, sent.window.seconds, sent.rate, f"{sent.rate / floor.rate:.3f}", wall,
+                           f"{1000 * cpu:.3f}", f"{1000 * sent.server_cpu / sent.count:.3f}",
+                           f"{sent.server_cpu / sent.window.seconds:.2f}", sent.window.protocol()])  # fmt: skip
+    curl_cpu, async_cpu = (paths[path].client.cpu for path in ("curl", "async"))  # type: ignore[union-attr]
+    table.notes = [
+        f"send_each_async against libcurl: {paths['async'].rate / paths['curl'].rate:.2f}x the rate,"
+        f" {async_cpu / curl_cpu:.2f}x the client CPU per push.",
+        "clock: the stand-in's, from the first to the last valid request (authorised, a messages:send body with a"
+        " message, answered 200); each path's count at the stand-in is checked to be the pushes sent, one per token."
+        " client wall s: the client's own clock (curl: its process, config file parsing included).",
+        "client CPU: curl's rusage; in-process rows: this process (time.process_time), after an untimed warm-up of"
+        f" {push_floor.WARM_UP} pushes; supworker: its consumer and workers, over its end-to-end clock."
+        " The messages are built first (push_message.build_message), untimed; encoding them is part of the send.",
+        "stand-in cores busy: its CPU seconds over its clock. The stand-in (uvicorn, Python) runs on the same 2 cores:"
+        " near 1.0 it, not the client, sets the pace.",
+        "HTTP: as the stand-in saw it. Over http:// httpx cannot negotiate HTTP/2 (no ALPN, and firebase-admin does"
+        " not ask for prior knowledge): send_each_async was measured on HTTP/1.1, with httpx's default pool (100"
+        " connections, 20 kept alive).",
     ]
     return table
 
@@ -421,6 +579,16 @@ def _push_body(n: int, job_id: str) -> dict:
     return {"type": "push", "userId": str(uuid.uuid4()), "title": "New message",
             "body": f"You have a new message ({n})", "fcmToken": f"bench-token-{n}-{uuid.uuid4().hex}",
             "data": {"chatId": str(n)}, "jobId": job_id}  # fmt: skip
+
+
+def _push_messages(prefix: str, count: int) -> list:
+    """The firebase-admin messages supworker would send for `count` pushes (one device each)."""
+    from notifications.push_message import build_message
+    from supworker.envelope import Envelope
+
+    envelopes = [Envelope(job_id=f"{prefix}-{n}", job_type="notification.push", payload=_push_body(n, f"{prefix}-{n}"))
+                 for n in range(count)]  # fmt: skip
+    return [build_message(envelope, envelope.payload["fcmToken"]) for envelope in envelopes]
 
 
 def _email_body(n: int, job_id: str) -> dict:
