@@ -85,6 +85,7 @@ class Config:
     dead_letter_retention_days: int  # any dead letter is removed this long after it failed
     max_message_bytes: int
     consumer_flush_ms: int
+    consumer_max_linger_ms: int  # a batch bound for busy workers fills up to this long
     log_level: str
     log_dir: Path
     log_json: bool
@@ -332,6 +333,7 @@ def load_config(environ: Mapping[str, str] | None = None, apps: Iterable[str] | 
         dead_letter_retention_days=env.int("DEAD_LETTER_RETENTION_DAYS", 90, 1, 3650),
         max_message_bytes=env.int("MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
         consumer_flush_ms=env.int("CONSUMER_FLUSH_MS", 20, 1, 5000),
+        consumer_max_linger_ms=env.int("CONSUMER_MAX_LINGER_MS", 200, 0, 5000),
         log_level=env.choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO"),
         log_dir=env_path(env, "LOG_DIR", BASE_DIR / "logs"),
         log_json=env.bool("LOG_JSON", production),

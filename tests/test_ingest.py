@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 import uuid
 
 import pytest
 from django.conf import settings
 from rq import Queue
 
-from supworker.enqueue import SEEN_PREFIX
+from supworker.enqueue import RUN_BATCH, SEEN_PREFIX
 from supworker.envelope import SEAL_PREFIX, Envelope, open_fields
 from supworker.models import DeadLetter
+from supworker.rabbit.consumer import Consumer
 from tests.helpers import rq_items, wait_for
-from tests.ingest_fixtures import dead_letters, queue_depth
+from tests.ingest_fixtures import dead_letters, queue_depth, start_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -258,3 +261,34 @@ def test_our_own_media_events_on_the_exchange_are_skipped_not_dead_lettered(cons
     wait_for(lambda: consumer.stats.ownEvents == 2, 10, "both events skipped")
     assert [i["job_id"] for i in rq_items(redis_conn, *ALL_QUEUES)] == ["after-events"]
     assert consumer.stats.rejectedMessages == 0 and not dead_letters()
+
+
+def _batches(redis_conn, queue: str) -> list[list[str]]:
+    """The job ids each RQ batch job waiting in `queue` carries, in queue order."""
+    jobs = Queue(queue, connection=redis_conn).get_jobs()
+    return [[item["job_id"] for item in job.args[0]] for job in jobs if job.func_name == RUN_BATCH]
+
+
+def test_a_batch_for_busy_workers_keeps_filling_one_for_idle_workers_leaves_at_once(
+    rabbit_names, publisher, redis_conn, settings
+):
+    settings.CONFIG = dataclasses.replace(settings.CONFIG, consumer_flush_ms=20, consumer_max_linger_ms=3000)
+    running = Consumer(redis=redis_conn, name="linger-consumer")
+    thread = start_in_thread(running)
+    try:
+        # Idle workers (nothing waits in their queues): each message leaves in its own batch.
+        publisher.publish("notification.push", notification("push", jobId="idle-1"))
+        time.sleep(0.5)
+        publisher.publish("notification.push", notification("push", jobId="idle-2"))
+        wait_for(lambda: len(_batches(redis_conn, "notifications_high")) == 2, 20, "two batches")
+        assert _batches(redis_conn, "notifications_high") == [["idle-1"], ["idle-2"]]
+        # Those two now wait in the queue, as behind workers that are all busy: the next message's
+        # batch keeps filling, and one 0.5 s later goes in the same RQ job.
+        publisher.publish("notification.push", notification("push", jobId="busy-1"))
+        time.sleep(0.5)
+        publisher.publish("notification.push", notification("push", jobId="busy-2"))
+        wait_for(lambda: len(_batches(redis_conn, "notifications_high")) == 3, 20, "a third batch")
+        assert _batches(redis_conn, "notifications_high")[2] == ["busy-1", "busy-2"]
+    finally:
+        running.stop()
+        thread.join(30)

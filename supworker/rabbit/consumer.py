@@ -1,10 +1,14 @@
 """consume_rabbit: RabbitMQ messages in, RQ jobs out, nothing lost and nothing twice.
 
-Messages are taken with a prefetch window and handled in small batches: every message of a
-batch is validated, the valid ones are enqueued to RQ in one Redis transaction (see
-supworker.enqueue), the invalid ones are republished to the dead-letter exchange with
-confirms, and only then is the batch acked with one `multiple=True` ack. Whatever goes wrong
-before that ack leaves the messages unacked in RabbitMQ, which redelivers them.
+Messages are taken with a prefetch window and handled in small batches: a batch leaves
+CONSUMER_FLUSH_MS after its first message, or once it holds PREFETCH_COUNT; when the workers it
+is bound for are all busy (their RQ queues already have jobs waiting, so it would wait anyway),
+it keeps filling for up to CONSUMER_MAX_LINGER_MS (fewer, larger RQ jobs: a forking worker pays
+a fork and its connections per RQ job, not per item). Every message of a batch is validated,
+the valid ones are enqueued to RQ in one Redis transaction (see supworker.enqueue), the invalid
+ones are republished to the dead-letter exchange with confirms, and only then is the batch acked
+with one `multiple=True` ack. Whatever goes wrong before that ack leaves the messages unacked
+in RabbitMQ, which redelivers them.
 
 - Redis unreachable: the batch is not acked, the connection to RabbitMQ is closed (so the
   messages wait there, not here), and the consumer waits for Redis with backoff.
@@ -35,6 +39,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from pika.spec import Basic
 from redis import Redis, RedisError
+from rq import Queue
 
 from supworker import jobtypes
 from supworker.enqueue import Submission, enqueue
@@ -123,6 +128,8 @@ class Consumer:
         self.stats = Stats()
         self.batch_limit = config.prefetch_count
         self.flush_after = config.consumer_flush_ms / 1000
+        self.max_linger = config.consumer_max_linger_ms / 1000
+        self._lingering = False  # the batch in hand waits for busy workers (see the module docstring)
         self._stopping = threading.Event()
         self._buffer: list[Delivery] = []
         self._buffer_since = 0.0
@@ -132,6 +139,14 @@ class Consumer:
         self._next_heartbeat = 0.0
         self._received_at_heartbeat = 0
         self._process = psutil.Process()
+        # The RQ queue keys each domain's job types are enqueued to (normal and high priority).
+        self._rq_queue_keys: dict[str, tuple[str, ...]] = {}
+        for job_type in jobtypes.job_types().values():
+            names = (job_type.high_queue, job_type.queue)
+            keys = tuple(Queue.redis_queue_namespace_prefix + name for name in names)
+            self._rq_queue_keys[job_type.domain] = tuple(
+                dict.fromkeys(self._rq_queue_keys.get(job_type.domain, ()) + keys)
+            )
 
     # --- life cycle -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -184,12 +199,15 @@ class Consumer:
                     break
             wait = 0.5
             if self._buffer:
-                wait = max(0.0, self._buffer_since + self.flush_after - time.monotonic())
+                wait = max(0.0, self._buffer_since + self._batch_window() - time.monotonic())
             self._connection.process_data_events(time_limit=wait)
             if self._buffer and (
-                len(self._buffer) >= self.batch_limit or time.monotonic() - self._buffer_since >= self.flush_after
+                len(self._buffer) >= self.batch_limit or time.monotonic() - self._buffer_since >= self._batch_window()
             ):
-                self._flush()
+                if not self._lingering and self.max_linger > self.flush_after and self._workers_busy():
+                    self._lingering = True  # keep filling the batch: its workers are all busy
+                else:
+                    self._flush()
             if unavailable and time.monotonic() >= next_unavailable_check:
                 next_unavailable_check = time.monotonic() + UNAVAILABLE_CHECK_S
                 tags += self._consume_returned(unavailable, sources)
@@ -243,6 +261,7 @@ class Consumer:
         log.error("%s; %d unacked message(s) stay in RabbitMQ", reason, len(self._buffer))
         self.stats.lastError = reason
         self._buffer.clear()  # their delivery tags die with the connection; RabbitMQ redelivers them
+        self._lingering = False
         if self._connection is not None and self._connection.is_open:
             with contextlib.suppress(AMQPError, OSError):
                 self._connection.close()
@@ -276,7 +295,32 @@ class Consumer:
             Delivery(method.delivery_tag, source, method.routing_key, body, properties, method.redelivered)
         )
 
+    def _batch_window(self) -> float:
+        return self.max_linger if self._lingering else self.flush_after
+
+    def _workers_busy(self) -> bool:
+        """Whether the workers of every domain in the batch in hand are all busy: one of the RQ
+        queues of the domain's job types has jobs waiting (an idle worker would have taken them),
+        so the batch's jobs would wait behind those anyway. Asked once per batch; a Redis error
+        says no (the flush meets it and handles it)."""
+        if len(self._buffer) >= self.batch_limit:
+            return False
+        domains = {delivery.source.domain for delivery in self._buffer}
+        groups = [self._rq_queue_keys[domain] for domain in domains if domain in self._rq_queue_keys]
+        if not groups or len(groups) < len(domains):
+            return False
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for keys in groups:
+                    for key in keys:
+                        pipe.llen(key)
+                lengths = iter(pipe.execute())
+        except RedisError:
+            return False
+        return all([any([next(lengths) > 0 for _ in keys]) for keys in groups])
+
     def _flush(self) -> None:
+        self._lingering = False
         deliveries = self._buffer
         now = time.time()
         submissions: list[Submission] = []
