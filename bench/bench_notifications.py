@@ -89,6 +89,10 @@ NAIVE_QUEUE = "notifications"  # one of `rqworker notifications`'s queues; Redis
 TOKEN = "bench-static-token"  # noqa: S105 - the loopback server's token
 PROJECT = "sup-bench"
 STALL_SECONDS = 30.0
+# Google's servers are tens of milliseconds away: a second stand-in answers each push this late,
+# and as many pushes (half the count) go to it, through supworker and through curl.
+FAR_LATENCY_S = 0.05
+FAR_PUSHES = max(PUSHES // 2, 1)
 
 
 # --- the naive design: what RQ runs, one job per notification -------------------------------------
@@ -122,10 +126,11 @@ def naive_email(job_id: str, user_id: str, address: str, title: str, body: str) 
 
 
 # --- loopback servers, each in its own process -----------------------------------------------------
-def _serve_fcm(connection: Connection) -> None:
+def _serve_fcm(connection: Connection, latency_s: float = 0.0) -> None:
     """The FCM stand-in; answers "counts" on `connection` with (requests received, distinct tokens),
-    "window" with the push_floor.Window since the last "window" (and opens the next)."""
-    server = push_floor.windowed_fcm_server(TOKEN)
+    "window" with the push_floor.Window since the last "window" (and opens the next). Each answer
+    leaves `latency_s` after its request arrived."""
+    server = push_floor.windowed_fcm_server(TOKEN, latency_s)
     server.start()
     connection.send(server.port)
     while command := connection.recv():
@@ -193,10 +198,10 @@ class StandIn:
         self.process.join()
 
 
-def _start_server(target) -> StandIn:
+def _start_server(target, *args) -> StandIn:
     context = multiprocessing.get_context("spawn")
     here, there = context.Pipe()
-    process = context.Process(target=target, args=(there,), daemon=True)
+    process = context.Process(target=target, args=(there, *args), daemon=True)
     process.start()
     if not here.poll(30):
         process.kill()
@@ -437,6 +442,7 @@ def run() -> list[Table]:
         mail = bench.supworker(f"{tag}-mail", EMAILS, _email_body, "notification.email")
         simple_mail = bench.supworker(f"{tag}-smail", EMAILS, _email_body, "notification.email", *SIMPLE_WORKER)
         naive_mail = bench.naive(f"{tag}-nmail", NAIVE_EMAILS, naive_email, _email_args)
+        far, far_floor = _far_away(bench, f"{tag}-far")
     finally:
         _with_channel(config, topology_delete)
         with db.cursor() as cursor:
@@ -451,7 +457,43 @@ def run() -> list[Table]:
     return [
         _table(push, simple, naive, mail, simple_mail, naive_mail, push_at_stand_in, floor),
         _paths_table(push, push_at_stand_in, floor, paths),
+        _far_table(far, far_floor),
     ]
+
+
+def _far_away(bench: Bench, prefix: str) -> tuple[tuple[Drain, Sent], Sent]:
+    """FAR_PUSHES through supworker as deployed, then through curl, to a stand-in answering each
+    request FAR_LATENCY_S after it arrived."""
+    far = _start_server(_serve_fcm, FAR_LATENCY_S)
+    try:
+        env = bench.env | {"FCM_ENDPOINT": f"http://127.0.0.1:{far.port}"}
+        far_bench = dataclasses.replace(bench, env=env, fcm=far)
+        far.window()  # opens supworker's
+        cpu = far.cpu_seconds()
+        drain = far_bench.supworker(prefix, FAR_PUSHES, _push_body, "notification.push")
+        at_stand_in = Sent(FAR_PUSHES, far.window(), far.cpu_seconds() - cpu)
+        floor = far_bench.curl_floor(f"{prefix}-curl", FAR_PUSHES)
+    finally:
+        far.stop()
+    return (drain, at_stand_in), floor
+
+
+def _far_table(far: tuple[Drain, Sent], floor: Sent) -> Table:
+    drain, at_stand_in = far
+    table = Table(
+        title=f"Push to an FCM stand-in answering {1000 * FAR_LATENCY_S:.0f} ms after each request (clocked by it)",
+        columns=["client", "pushes", "seconds", "per second", "most requests in flight", "end to end per second"],
+    )
+    table.rows.append([f"supworker as deployed (consume_rabbit + {WORKERS} rqworker, 100 sends in flight each)",
+                       at_stand_in.count, at_stand_in.window.seconds, at_stand_in.rate,
+                       at_stand_in.window.most_in_flight, drain.rate])  # fmt: skip
+    table.rows.append([f"{push_floor.curl_version()} --parallel --parallel-max 100", floor.count,
+                       floor.window.seconds, floor.rate, floor.window.most_in_flight, ""])  # fmt: skip
+    table.notes = [
+        f"Requests in flight bound the rate at this latency: at most in-flight / {FAR_LATENCY_S} s"
+        f" ({100 / FAR_LATENCY_S:,.0f}/s for 100). supworker's workers each keep up to 100 of a batch in flight.",
+    ]
+    return table
 
 
 def _table(push: Drain, simple: Drain, naive: Drain, mail: Drain, simple_mail: Drain, naive_mail: Drain,

@@ -42,6 +42,7 @@ class Window:
     first: float = 0.0
     last: float = 0.0
     versions: Counter[str] = dataclasses.field(default_factory=Counter)  # HTTP version -> requests
+    most_in_flight: int = 0  # the most requests the stand-in held at once (arrived, not yet answered)
 
     @property
     def seconds(self) -> float:
@@ -54,19 +55,31 @@ class Window:
         return ", ".join(f"HTTP/{version}" for version in sorted(self.versions))
 
 
-def windowed_fcm_server(token: str) -> Any:
+def windowed_fcm_server(token: str, latency_s: float = 0.0) -> Any:
     """The tests' FCM stand-in (uvicorn) that also keeps the current Window; `take_window()` returns
-    it and opens the next. Imported here, in the stand-in's process only."""
+    it and opens the next. With `latency_s`, each answer leaves that long after its request
+    arrived, as from a server far away (the event loop serves others meanwhile). Imported here,
+    in the stand-in's process only."""
     from tests.notification_servers import FcmServer
 
     class WindowedFcmServer(FcmServer):
         def __init__(self) -> None:
             super().__init__(token=token, keep_requests=False)
             self.window = Window()
+            self.in_flight = 0
 
         async def _answer(self, scope: dict, body: bytes) -> tuple[int, dict, dict[str, str]]:
             arrived = time.monotonic()
-            answer = await super()._answer(scope, body)
+            with self.lock:
+                self.in_flight += 1
+                self.window.most_in_flight = max(self.window.most_in_flight, self.in_flight)
+            try:
+                answer = await super()._answer(scope, body)
+                if latency_s:
+                    await asyncio.sleep(max(0.0, arrived + latency_s - time.monotonic()))
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
             if answer[0] == 200:  # authorised, a messages:send path, a JSON body with a message
                 with self.lock:
                     window = self.window
