@@ -43,6 +43,8 @@ class Window:
     last: float = 0.0
     versions: Counter[str] = dataclasses.field(default_factory=Counter)  # HTTP version -> requests
     most_in_flight: int = 0  # the most requests the stand-in held at once (arrived, not yet answered)
+    # Seconds from publish to arrival of each push whose data carries its publish time (`sentAt`).
+    latencies: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -87,6 +89,8 @@ def windowed_fcm_server(token: str, latency_s: float = 0.0) -> Any:
                     window.first = window.first or arrived
                     window.last = max(window.last, arrived)
                     window.versions[scope["http_version"]] += 1
+                    if sent_at := json.loads(body)["message"].get("data", {}).get("sentAt"):
+                        window.latencies.append(time.time() - float(sent_at))
             return answer
 
         def take_window(self) -> Window:
