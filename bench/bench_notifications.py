@@ -447,6 +447,9 @@ def run() -> list[Table]:
         push_at_stand_in = Sent(PUSHES, fcm.window(), fcm.cpu_seconds() - stand_in_cpu)
         paced = bench.supworker(f"{tag}-paced", PACED_PUSHES, _push_body, "notification.push", pace=push.rate / 2)
         paced_window = fcm.window()
+        simple_paced = bench.supworker(f"{tag}-spaced", PACED_PUSHES, _push_body, "notification.push",
+                                       *SIMPLE_WORKER, pace=push.rate / 2)  # fmt: skip
+        simple_paced_window = fcm.window()
         floor = bench.curl_floor(f"{tag}-curl", PUSHES)
         paths = bench.send_paths(f"{tag}-send", SEND_PATH_PUSHES)
         simple = bench.supworker(f"{tag}-spush", PUSHES, _push_body, "notification.push", *SIMPLE_WORKER)
@@ -470,24 +473,31 @@ def run() -> list[Table]:
         _table(push, simple, naive, mail, simple_mail, naive_mail, push_at_stand_in, floor),
         _paths_table(push, push_at_stand_in, floor, paths),
         _far_table(far, far_floor),
-        _latency_table(push, paced, paced_window),
+        _latency_table(
+            push,
+            [
+                ("Procfile workers", paced, paced_window),
+                ("SimpleWorker (no fork per RQ job)", simple_paced, simple_paced_window),
+            ],
+        ),
     ]
 
 
-def _latency_table(push: Drain, paced: Drain, window: push_floor.Window) -> Table:
-    latencies = sorted(window.latencies)
-    if len(latencies) != paced.count:
-        raise RuntimeError(f"{len(latencies):,} latencies for {paced.count:,} paced pushes")
-
-    def percentile(share: float) -> str:
-        return f"{1000 * latencies[min(len(latencies) - 1, int(share * len(latencies)))]:.1f}"
-
+def _latency_table(push: Drain, runs: list[tuple[str, Drain, push_floor.Window]]) -> Table:
     table = Table(
         title="Push latency from publish to the FCM stand-in, at half the rate the push run reached",
-        columns=["pushes", "published per second", "delivered per second", "p50 ms", "p99 ms", "max ms"],
+        columns=["workers", "pushes", "published per second", "delivered per second", "p50 ms", "p99 ms", "max ms"],
     )
-    table.rows.append([paced.count, f"{push.rate / 2:,.0f}", paced.rate, percentile(0.50), percentile(0.99),
-                       f"{1000 * latencies[-1]:.1f}"])  # fmt: skip
+    for label, paced, window in runs:
+        latencies = sorted(window.latencies)
+        if len(latencies) != paced.count:
+            raise RuntimeError(f"{len(latencies):,} latencies for {paced.count:,} paced pushes")
+
+        def percentile(share: float, latencies: list[float] = latencies) -> str:
+            return f"{1000 * latencies[min(len(latencies) - 1, int(share * len(latencies)))]:.1f}"
+
+        table.rows.append([label, paced.count, f"{push.rate / 2:,.0f}", paced.rate, percentile(0.50),
+                           percentile(0.99), f"{1000 * latencies[-1]:.1f}"])  # fmt: skip
     table.notes = [
         "Each push carries the time it was published (data.sentAt, this process's clock); the stand-in, on the same"
         " machine's clock, takes its arrival: RabbitMQ, the consumer's batch, RQ, a work-horse's fork, the send.",
