@@ -1,7 +1,11 @@
 """Media pipeline against the bare tools, side by side in one run (targets printed, never asserted).
 
+In-process: each case calls the processing code in this process, to isolate it from the job
+machinery around it (storage, the database, events, RQ's fork per job); every row says so.
+bench_media_deployed.py measures image jobs through the processes as deployed.
+
 - image: a 12-megapixel photographic JPEG → optimised image (≤ 2048) + thumbnail (≤ 320) +
-  blurhash + metadata, against `vipsthumbnail` making the same two sizes. Target ≤ 1.0.
+  blurhash + metadata, against `vipsthumbnail` making the same two sizes. Target ≤ 0.6 (issue 17).
 - video: our transcode (probe, checks, ffmpeg, poster, output probe) against the bare ffmpeg
   command with exactly the same arguments. Target ≤ 1.05.
 - passthrough: a compliant MP4 passed through, against transcoding the same file. Target ≤ 0.1.
@@ -29,6 +33,8 @@ from bench.table import Table
 REPEAT = 5  # median of this many runs for the fast cases
 VIDEO_REPEAT = 3
 WAVE_REPEAT = 11  # short runs: more of them for a steady median
+IMAGE_CASE = "12 MP JPEG → 2048 + 320 + blurhash (in-process)"
+IMAGE_TARGET = 0.6  # issue 17 (it was 1.0)
 
 
 def run() -> Table:
@@ -39,7 +45,7 @@ def run() -> Table:
 
     limits = settings.CONFIG.media
     table = Table(
-        "Media pipeline vs the bare tools (median wall time)",
+        "Media pipeline vs the bare tools, in-process (median wall time)",
         ["case", "supworker s", "baseline", "baseline s", "ratio", "target", "met"],
     )
     work = Path(tempfile.mkdtemp(prefix="bench-media-"))
@@ -59,12 +65,10 @@ def run() -> Table:
             ours, base = _compare(
                 lambda: images.process(photo, _fresh(work, "img"), limits, Deadline(600)), vips_both, REPEAT
             )
-            _row(table, "12 MP JPEG → 2048 + 320 + blurhash", ours, "vipsthumbnail, twice", base, 1.0)
+            _row(table, IMAGE_CASE, ours, "vipsthumbnail, twice", base, IMAGE_TARGET)
         else:
             ours = _median(lambda: images.process(photo, _fresh(work, "img"), limits, Deadline(600)), REPEAT)
-            table.rows.append(
-                ["12 MP JPEG → 2048 + 320 + blurhash", ours, "vipsthumbnail missing", "-", "-", "≤ 1.0", "?"]
-            )
+            table.rows.append([IMAGE_CASE, ours, "vipsthumbnail missing", "-", "-", f"≤ {IMAGE_TARGET}", "?"])
             table.notes.append("vipsthumbnail not found: run make bench, or apt-get install libvips-tools")
 
         # --- video transcode -----------------------------------------------------------
@@ -81,7 +85,9 @@ def run() -> Table:
             lambda: subprocess.run(args, check=True),
             VIDEO_REPEAT,
         )
-        _row(table, "1080p 10 s H.264 → 720p transcode + poster", ours, "bare ffmpeg, same args", base, 1.05)
+        _row(
+            table, "1080p 10 s H.264 → 720p transcode + poster (in-process)", ours, "bare ffmpeg, same args", base, 1.05
+        )
 
         # --- passthrough -------------------------------------------------------------------
         compliant = transcode_dir / "video.mp4"  # what we just produced is compliant by definition
@@ -93,7 +99,7 @@ def run() -> Table:
             lambda: video.process(kept, _fresh(work, "recode"), forced, Deadline(600)),
             VIDEO_REPEAT,
         )
-        _row(table, "compliant 720p 10 s: passthrough", passed, "transcode of it", recode, 0.1)
+        _row(table, "compliant 720p 10 s: passthrough (in-process)", passed, "transcode of it", recode, 0.1)
 
         # --- waveform ------------------------------------------------------------------------
         voice = work / "voice.ogg"
@@ -105,7 +111,7 @@ def run() -> Table:
             lambda: subprocess.run(decode, check=True),
             WAVE_REPEAT,
         )
-        _row(table, "waveform of a 60 s Opus voice note", ours, "bare ffmpeg decode", base, 1.2)
+        _row(table, "waveform of a 60 s Opus voice note (in-process)", ours, "bare ffmpeg decode", base, 1.2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table.notes.append(

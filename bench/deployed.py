@@ -71,14 +71,24 @@ class Process:
     def cpu_seconds(self) -> float:
         """User + system CPU of the process, its finished children (RQ work-horses, reaped by their
         worker) and the children running now."""
-        with self.handle.oneshot():
-            times = self.handle.cpu_times()
-            total = times.user + times.system + times.children_user + times.children_system
-        for child in self.handle.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child_times = child.cpu_times()
-                total += child_times.user + child_times.system
-        return total
+        return sum(self.cpu_parts())
+
+    def cpu_parts(self) -> tuple[float, float, float]:
+        """CPU seconds of the process itself, of its finished children (reaped) and of those running
+        now (an RQ worker's scheduler, a work-horse at work). A child reaped between reading the
+        finished ones and the running ones would be in neither (a whole work-horse lost): read
+        again until the finished ones did not change meanwhile."""
+        while True:
+            before = self.handle.cpu_times()
+            running = 0.0
+            for child in self.handle.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child_times = child.cpu_times()
+                    running += child_times.user + child_times.system
+            after = self.handle.cpu_times()
+            reaped = after.children_user + after.children_system
+            if reaped == before.children_user + before.children_system:
+                return after.user + after.system, reaped, running
 
     def rss_mb(self) -> float:
         return self.handle.memory_info().rss / 2**20

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import math
+import random
+
 import pytest
-from PIL import Image, ImageChops, ImageFile
+from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageOps, ImageStat
 
 from media_jobs import images
+from media_jobs.limits import Deadline
 from supworker.handlers import PermanentError
 from supworker.models.messenger import Message
-from tests.media_files import probe, set_limits, stored_path
+from tests.media_files import photo, probe, set_limits, srgb_icc, stored_path
 
 pytestmark = pytest.mark.django_db
 pytest_plugins = ["tests.media_fixtures"]
@@ -104,6 +109,99 @@ def test_large_photo_is_fitted_to_2048_and_its_thumbnail_to_320(media):
     assert meta["original"] == {"width": 3000, "height": 2000, "format": "jpeg"}
     with Image.open(stored_path(message.thumbnail_url)) as thumb:
         assert thumb.size == (320, 213)
+
+
+@pytest.mark.parametrize(
+    ("size", "orientation", "options"),
+    [
+        ((2600, 1950), 1, {}),  # a photo, its chroma stored at half size (4:2:0)
+        ((2601, 1733), 6, {"progressive": True}),  # turned a quarter; an odd output (1365x2048)
+        ((4097, 3001), 7, {}),  # decoded at 1/2 by libjpeg, which rounds up; transposed, flipped
+        ((2400, 1600), 1, {"subsampling": 0}),  # chroma stored at full size: decoded to RGB
+        ((2400, 1600), 8, {"keep_rgb": True}),  # an RGB JPEG (Adobe transform 0): decoded to RGB
+    ],
+)
+def test_a_photo_is_fitted_as_faithfully_as_resizing_it_in_rgb(tmp_path, settings, size, orientation, options):
+    """A photo larger than its output is resized in YCbCr, its luma and chroma apart. Against
+    the picture decoded whole, upright and resized with Lanczos in RGB, never encoded, the output
+    is at least as close as resizing in RGB what libjpeg decodes for it (at 1/2 for the large
+    one), encoded at our quality."""
+    source = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    _colourful(photo(*size)).save(source, "JPEG", quality=90, exif=exif, icc_profile=srgb_icc(), **options)
+    out = tmp_path / "out"
+    out.mkdir()
+    meta = images.process(source, out, settings.CONFIG.media, Deadline(60)).metadata
+    with Image.open(out / "image.jpg") as result:
+        result.load()
+    fitted = images._fit_size(size, 2048)
+    with Image.open(source) as original:
+        icc = original.info["icc_profile"]
+        truth = ImageOps.exif_transpose(original.convert("RGB")).resize(result.size, Image.Resampling.LANCZOS)
+    with Image.open(source) as original:
+        _mode, box = original.draft("RGB", fitted) or (None, None)
+        in_rgb = ImageOps.exif_transpose(original.resize(fitted, Image.Resampling.LANCZOS, box=box))
+    encoded = io.BytesIO()
+    in_rgb.save(encoded, "JPEG", quality=images.JPEG_QUALITY, progressive=True)
+    assert result.size == (meta["width"], meta["height"]) == in_rgb.size
+    assert result.info.get("icc_profile") == icc and result.info.get("progressive") == 1
+    ours, rgb_way = _psnr(truth, result), _psnr(truth, Image.open(encoded))
+    assert all(a >= b - 0.1 for a, b in zip(ours, rgb_way, strict=True)), f"Y, Cb, Cr: {ours} against {rgb_way} dB"
+    with Image.open(out / "thumb.jpg") as thumb:
+        thumb.load()
+    encoded = io.BytesIO()
+    in_rgb.resize(thumb.size, Image.Resampling.LANCZOS).save(encoded, "JPEG", quality=images.JPEG_QUALITY)
+    truth = truth.resize(thumb.size, Image.Resampling.LANCZOS)
+    ours, rgb_way = _psnr(truth, thumb), _psnr(truth, Image.open(encoded))
+    assert thumb.size == images._fit_size(result.size, 320)
+    assert all(a >= b - 0.1 for a, b in zip(ours, rgb_way, strict=True)), f"thumbnail: {ours} against {rgb_way} dB"
+
+
+def _colourful(image: Image.Image) -> Image.Image:
+    """Thin lines of every colour over the photo: chroma detail near what 4:2:0 keeps of it."""
+    rng = random.Random(3)
+    draw = ImageDraw.Draw(image)
+    for _ in range(400):
+        x, y = rng.randrange(image.width), rng.randrange(image.height)
+        end = (x + rng.randrange(-400, 400), y + rng.randrange(-400, 400))
+        draw.line((x, y, *end), fill=tuple(rng.randrange(256) for _ in range(3)), width=rng.randrange(2, 7))
+    return image
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> list[float]:
+    """Peak signal-to-noise ratio of b against a, in dB, of Y, Cb and Cr (a chroma sample out of
+    place shows in Cb and Cr)."""
+    difference = ImageChops.difference(a.convert("YCbCr"), b.convert("YCbCr"))
+    return [10 * math.log10(255 * 255 / rms**2) if rms else math.inf for rms in ImageStat.Stat(difference).rms]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_chroma_is_one_sample_per_2x2_of_the_output_as_the_encoder_keeps_it(tmp_path, orientation):
+    """The encoder keeps one chroma sample per 2x2 pixels, counted from the top left of the
+    upright output: _fit_jpeg's chroma must be constant over each of those (then the encoder's
+    mean is that sample), however the photo is turned and whether its sides are odd."""
+    source = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    _colourful(photo(603, 403)).save(source, "JPEG", quality=90, exif=exif)
+    with Image.open(source) as image:
+        fitted, _icc = images._fit_jpeg(image, source, 301)
+    assert fitted.mode == "YCbCr" and fitted.size == ((301, 201) if orientation < 5 else (201, 301))
+    for plane in fitted.split()[1:]:
+        means = plane.reduce(2)  # the encoder's 2x2 means (an odd edge's from what is there)
+        spread = means.resize(plane.size, Image.Resampling.NEAREST, box=(0, 0, plane.width / 2, plane.height / 2))
+        assert ImageChops.difference(plane, spread).getbbox() is None
+
+
+def test_a_truncated_large_photo_fails_at_once(tmp_path, settings):
+    """Luma and chroma are decoded in two threads: a bad file fails as one decode would."""
+    whole = io.BytesIO()
+    photo(2600, 1950).save(whole, "JPEG", quality=90)
+    source = tmp_path / "cut.jpg"
+    source.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    with pytest.raises(PermanentError, match="the image is corrupt or truncated"):
+        images.process(source, tmp_path, settings.CONFIG.media, Deadline(60))
 
 
 def test_animated_gif_becomes_a_short_h264_mp4(media):
