@@ -4,8 +4,11 @@ FROM python:3.11-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential libpq-dev \
     && rm -rf /var/lib/apt/lists/*
 # The runtime lock only: no test, lint or audit tool reaches the image (requirements/dev.txt is for .venv).
+# pip first, at the pinned version that checks hashes of packages asked for with extras.
+COPY requirements/pip.txt /tmp/pip.txt
 COPY requirements/runtime.txt /tmp/runtime.txt
-RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r /tmp/runtime.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/pip.txt \
+    && pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r /tmp/runtime.txt
 
 FROM python:3.11-slim-bookworm AS runtime
 # ffmpeg for media jobs; util-linux for setpriv (ffmpeg dies with its work horse).

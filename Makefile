@@ -11,7 +11,9 @@ BIN := $(VENV)/bin
 # (what the Docker image installs) and dev.txt (the same versions plus the development tools).
 DEV_LOCK := requirements/dev.txt
 RUNTIME_LOCK := requirements/runtime.txt
-STAMP := $(VENV)/.installed-$(shell sha1sum $(DEV_LOCK) | cut -c1-12)
+# pip itself, at the dev lock's version, installed before the locks (see pyproject.toml's dev group).
+PIP_LOCK := requirements/pip.txt
+STAMP := $(VENV)/.installed-$(shell cat $(PIP_LOCK) $(DEV_LOCK) | sha1sum | cut -c1-12)
 # The 20 slowest tests are listed at the end: `make test` must stay well under 20 minutes.
 PYTEST_ARGS ?= --durations=20
 # Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
@@ -21,9 +23,10 @@ CONCURRENCY ?= media=2,notifications=5
 
 venv: $(STAMP)
 
-$(STAMP): $(DEV_LOCK)
+$(STAMP): $(PIP_LOCK) $(DEV_LOCK)
 	@scripts/ensure_python.sh "$(PYTHON)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(PIP_LOCK)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -71,14 +74,14 @@ check: venv
 # Regenerate both locks after changing a pin in pyproject.toml. uv keeps every version a lock
 # already holds unless pyproject.toml asks otherwise (LOCK_ARGS=--upgrade moves everything to the
 # newest releases). The dev lock first; the runtime lock is constrained by it, so the image runs
-# the versions the tests ran. pip is left out: pip-audit depends on it, and the one `python -m
-# venv` puts in .venv serves.
+# the versions the tests ran. The pip lock holds pip alone, at the dev lock's version.
 LOCK_ARGS ?=
-UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python $(BIN)/python \
+UV_COMPILE := $(BIN)/uv pip compile --quiet --generate-hashes --python $(BIN)/python \
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 lock: venv
-	$(UV_COMPILE) --group dev --no-emit-package pip --output-file $(DEV_LOCK)
-	$(UV_COMPILE) --constraint $(DEV_LOCK) --output-file $(RUNTIME_LOCK)
+	$(UV_COMPILE) pyproject.toml --group dev --output-file $(DEV_LOCK)
+	$(UV_COMPILE) pyproject.toml --constraint $(DEV_LOCK) --output-file $(RUNTIME_LOCK)
+	echo pip | $(UV_COMPILE) - --constraint $(DEV_LOCK) --output-file $(PIP_LOCK)
 
 # Known vulnerabilities of exactly what the dev lock pins: every package, transitive ones too,
 # and a superset of the runtime lock at the same versions. Hashed pins: no resolution, nothing

@@ -85,7 +85,9 @@ def test_the_image_installs_the_runtime_lock_only_and_no_development_tool():
                     assert "--require-hashes" in args, "the lock's hashes are checked"
             else:
                 assert word.startswith(("-", "/wheels/")), f"the image installs {word!r} outside the runtime lock"
-    assert requirement_files == ["requirements/runtime.txt"]
+    # pip itself first (requirements/pip.txt holds pip alone), then the runtime lock.
+    assert requirement_files == ["requirements/pip.txt", "requirements/runtime.txt"]
+    assert set(locked(ROOT / "requirements" / "pip.txt")) == {"pip"}
     development_only = set(declared("dev")) - set(declared())
     assert development_only, "pyproject.toml's dev group names the development tools"
     shipped = development_only & set(locked(RUNTIME_LOCK))
