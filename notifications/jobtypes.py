@@ -7,6 +7,7 @@ while retries, idempotency and dead letters still hold item by item.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -107,13 +108,20 @@ class OtpJob(Message):
 
 _QUEUES: dict[str, Any] = {"queue": "notifications", "high_queue": "notifications_high"}
 
+
+def _users(payload: Mapping[str, Any]) -> int:
+    """A multicast push is as much work as its users' pushes: 500 users fill an RQ job, as 500
+    single pushes do, so a backlog of 1,000-user messages never makes a job of a million pushes."""
+    return len(payload.get("userIds") or ()) or 1
+
+
 declare(
     WorkerKind("notifications", (QueueSpec("notifications_high", 30), QueueSpec("notifications", 30))),
     Domain("notification", NotificationJob, rabbit_queue="notifications", sealed=("otp", "fcmToken", "phoneNumber"),
            adoptable=True),
     Domain("otp", OtpJob, rabbit_queue=None, sealed=("otp",), only_type="email"),
     Domain("device", DeviceJob, rabbit_queue="devices", sealed=("fcmToken",), typed_by_routing_key=True),
-    JobType("notification.push", priority=3, timeout=30, batch_size=500, **_QUEUES),
+    JobType("notification.push", priority=3, timeout=30, batch_size=500, weight=_users, **_QUEUES),
     JobType("notification.email", priority=1, timeout=30, batch_size=50, **_QUEUES),
     JobType("notification.sms", priority=1, timeout=30, batch_size=50, **_QUEUES),
     # A person is waiting at a sign-in screen for this code: it goes with the pushes.

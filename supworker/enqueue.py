@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,8 +78,7 @@ def batch_jobs(queue: Queue, envelopes: list[Envelope], id_seed: str = "") -> li
     jobs = []
     for job_type, items in by_type.items():
         policy = jobtypes.job_type(job_type)
-        for start in range(0, len(items), policy.batch_size):
-            batch = items[start : start + policy.batch_size]
+        for batch, weight in _batches(items, policy):
             ids = [e.job_id for e in batch]
             job_id = uuid.uuid5(uuid.NAMESPACE_URL, id_seed + "|" + ",".join(ids)).hex if id_seed else uuid.uuid4().hex
             jobs.append(
@@ -86,7 +86,7 @@ def batch_jobs(queue: Queue, envelopes: list[Envelope], id_seed: str = "") -> li
                     RUN_BATCH,
                     args=([e.to_dict() for e in batch],),
                     job_id=job_id,
-                    timeout=policy.batch_timeout(len(batch)),
+                    timeout=policy.batch_timeout(weight),
                     result_ttl=config.job_result_ttl,
                     failure_ttl=config.job_failure_ttl,
                     retry=safety_retry,
@@ -95,6 +95,22 @@ def batch_jobs(queue: Queue, envelopes: list[Envelope], id_seed: str = "") -> li
                 )
             )
     return jobs
+
+
+def _batches(items: list[Envelope], policy: jobtypes.JobType) -> Iterator[tuple[list[Envelope], int]]:
+    """Consecutive batches of at most `policy.batch_size` units of weight (an item heavier than
+    that goes alone), each with its weight."""
+    batch: list[Envelope] = []
+    weight = 0
+    for envelope in items:
+        item_weight = policy.weight_of(envelope.payload)
+        if batch and weight + item_weight > policy.batch_size:
+            yield batch, weight
+            batch, weight = [], 0
+        batch.append(envelope)
+        weight += item_weight
+    if batch:
+        yield batch, weight
 
 
 def enqueue(connection: Redis, submissions: list[Submission], queue_of: dict[str, str]) -> EnqueueResult:

@@ -17,10 +17,11 @@ RQ_QUEUES and the cron table depend on it. So a jobtypes module imports declarat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.util import find_spec
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from pydantic import BaseModel
@@ -67,6 +68,9 @@ class JobType:
     priority: int  # the Node worker's priority number, for people and metrics
     timeout: int  # seconds one item may take; a batch gets this per item, up to MAX_BATCH_TIMEOUT
     batch_size: int = 1  # items one RQ job carries (micro-batching saves RQ's per-job cost)
+    # How much of batch_size one item's payload takes, when items differ in work: a push to 1,000
+    # users is not one push. None: every item counts 1. The batch's timeout follows the same count.
+    weight: Callable[[Mapping[str, Any]], int] | None = None
     published: bool = True  # False: the cron table runs it; publishers cannot ask for it
     cron: str | None = None  # default schedule (UTC) on the cron table
 
@@ -86,7 +90,11 @@ class JobType:
             return self.queue
         return self.high_queue if self.priority >= 2 else self.queue
 
+    def weight_of(self, payload: Mapping[str, Any]) -> int:
+        return 1 if self.weight is None else max(self.weight(payload), 1)
+
     def batch_timeout(self, items: int) -> int:
+        """For `items` items (or units of weight)."""
         return min(self.timeout * max(items, 1), max(MAX_BATCH_TIMEOUT, self.timeout))
 
 

@@ -17,6 +17,7 @@ from supworker.models import DeadLetter
 from supworker.rabbit.consumer import Consumer
 from tests.helpers import rq_items, wait_for
 from tests.ingest_fixtures import dead_letters, queue_depth, start_in_thread
+from tests.notification_helpers import envelope, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -292,3 +293,20 @@ def test_a_batch_for_busy_workers_keeps_filling_one_for_idle_workers_leaves_at_o
     finally:
         running.stop()
         thread.join(30)
+
+
+def test_a_multicast_push_fills_an_rq_job_by_its_users_not_as_one_item(redis_conn):
+    # A backlog of big multicasts must not become one RQ job of a million pushes: a job carries
+    # at most 500 users' pushes (or one message that alone names more), with a timeout to match.
+    def multicast(users: int) -> Envelope:
+        ids = [str(uuid.uuid4()) for _ in range(users)]
+        return envelope("notification.push", f"users-{users}-{uuid.uuid4().hex[:6]}", userIds=ids, title="t", body="b")
+
+    sent = [multicast(300), multicast(300), multicast(1000), *(multicast(1) for _ in range(600))]
+    submit(redis_conn, *sent)
+    jobs = Queue("notifications_high", connection=redis_conn).get_jobs()
+    carried = [[item["job_id"] for item in job.args[0]] for job in jobs]
+    users = {e.job_id: len(e.payload["userIds"]) for e in sent}
+    assert sorted(i for batch in carried for i in batch) == sorted(users), "every message once"
+    assert [[users[i] for i in batch][:3] for batch in carried] == [[300], [300], [1000], [1, 1, 1], [1, 1, 1]]
+    assert [len(batch) for batch in carried[3:]] == [500, 100]
