@@ -206,10 +206,10 @@ def run() -> Table:
         if fcm is not None:
             fcm.stop()
         settings.CONFIG = original
-    if len(rows) == len(USERS_PER_MESSAGE):
-        shutil.rmtree(work)  # the processes' output is kept only when a row failed
-    else:
-        print(f"(process output and logs in {work})")
+        if len(rows) == len(USERS_PER_MESSAGE):
+            shutil.rmtree(work)  # the processes' output is kept only when a row failed or was interrupted
+        else:
+            print(f"(process output and logs in {work})")
     return _table(rows)
 
 
