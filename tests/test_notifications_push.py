@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from email.utils import formatdate
 
 import firebase_admin
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from firebase_admin import messaging
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
@@ -98,6 +101,35 @@ def test_a_multicast_job_reaches_the_devices_of_every_listed_user(fcm_server, re
     work(redis_conn, QUEUE)
     assert sorted(r["message"]["token"] for r in fcm_server.requests) == ["multi-0", "multi-1", "multi-2"]
     assert {str(r.user_id) for r in Notification.objects.filter(job_id=job.job_id, success=True)} == set(users)
+
+
+def test_a_multicast_reads_devices_and_mutes_and_claims_its_rows_in_one_statement_each_whatever_its_size(
+    fcm_server, redis_conn
+):
+    """What a device adds to a multicast is its send and its outcome, never a query of its own
+    (bench/bench_multicast.py measures the rate): the same statements for 2 devices as for 200."""
+    statements = {}
+    for users in (1, 100):
+        ids = [str(uuid.uuid4()) for _ in range(users)]
+        Device.objects.bulk_create(
+            Device(user_id=user, registration_id=f"mc{users}-{n}-{d}", type="android")
+            for n, user in enumerate(ids)
+            for d in range(2)
+        )
+        job = envelope("notification.push", userId=ids[0], userIds=ids, title="Group", body="hi",
+                       data={"chatId": str(uuid.uuid4())})  # fmt: skip
+        submit(redis_conn, job)
+        with CaptureQueriesContext(connection) as queries:
+            work(redis_conn, QUEUE)
+        assert Notification.objects.filter(job_id=job.job_id, success=True).count() == 2 * users
+        statements[users] = Counter(
+            table
+            for query in queries.captured_queries
+            for table in ("fcm_devices", "muted_chats", "INSERT INTO notifications")
+            if table in query["sql"]
+        )
+    assert statements[1] == statements[100] == {"fcm_devices": 1, "muted_chats": 1, "INSERT INTO notifications": 1}
+    assert len(fcm_server.requests) == 2 + 200
 
 
 def test_unregistered_deactivates_the_device_and_is_not_retried(fcm_server, redis_conn):
