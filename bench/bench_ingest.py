@@ -43,7 +43,7 @@ MESSAGES = 20_000
 BATCH = 500  # the bare loop's prefetch window and enqueue batch (the consumer's default prefetch)
 ROUTING_KEY = "notification.push"
 RQ_QUEUE = "notifications_high"  # where supworker.policy sends notification.push
-REDIS_DB = 13  # tests use 15, bench_rq_enqueue 14
+REDIS_DB = 13  # tests use 8-11 and 15, bench_cleanup and bench_rq_enqueue 14
 TAG = "bench"
 STALL_SECONDS = 20.0  # no progress for this long means something is broken, not slow
 TARGET_RATE = 10_000
@@ -120,9 +120,14 @@ def _bench_queues() -> list[str]:
 
 
 def _notification_queue() -> str:
+    return _source_queue("notification")
+
+
+def _source_queue(domain: str) -> str:
+    """supworker's RabbitMQ queue of a domain (under the current settings' names)."""
     from supworker.rabbit import topology
 
-    return next(source.queue for source in topology.sources() if source.domain == "notification")
+    return next(source.queue for source in topology.sources() if source.domain == domain)
 
 
 def _teardown(channel: BlockingChannel) -> None:
@@ -137,7 +142,7 @@ def _teardown(channel: BlockingChannel) -> None:
 
 
 # --- messages -------------------------------------------------------------------------------
-def _messages() -> tuple[list[bytes], set[str]]:
+def _messages(count: int = MESSAGES) -> tuple[list[bytes], set[str]]:
     bodies = [
         json.dumps(
             {
@@ -149,16 +154,22 @@ def _messages() -> tuple[list[bytes], set[str]]:
                 "jobId": f"bench-{n}",
             }
         ).encode()
-        for n in range(MESSAGES)
+        for n in range(count)
     ]
-    return bodies, {f"bench-{n}" for n in range(MESSAGES)}
+    return bodies, {f"bench-{n}" for n in range(count)}
 
 
 def _ready(channel: BlockingChannel, queue: str) -> int:
     return channel.queue_declare(queue, passive=True).method.message_count
 
 
-def _fill(channel: BlockingChannel, redis: Redis, bodies: list[bytes]) -> None:
+def _fill(
+    channel: BlockingChannel,
+    redis: Redis,
+    bodies: list[bytes],
+    routing_key: str = ROUTING_KEY,
+    domain: str = "notification",
+) -> None:
     """Empty the bench queues and Redis database, then publish and wait until all messages are ready."""
     from django.conf import settings
 
@@ -169,8 +180,8 @@ def _fill(channel: BlockingChannel, redis: Redis, bodies: list[bytes]) -> None:
     # proves every message arrived before the drain starts.
     properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
     for body in bodies:
-        channel.basic_publish(settings.CONFIG.rabbitmq_exchange, ROUTING_KEY, body, properties)
-    queue = _notification_queue()
+        channel.basic_publish(settings.CONFIG.rabbitmq_exchange, routing_key, body, properties)
+    queue = _source_queue(domain)
     _wait_for(lambda: _ready(channel, queue), len(bodies), f"messages ready in {queue}", poll=0.05)
     if _ready(channel, queue) != len(bodies):
         raise RuntimeError(f"{queue} holds {_ready(channel, queue)} messages, expected {len(bodies)}")
@@ -197,11 +208,14 @@ def _wait_for(
 
 
 # --- supworker's consumer: the process, then in-process -----------------------------------------
-def _drain_process(redis: Redis, redis_url: str, work: Path) -> tuple[Drain, dict[str, object], int]:
-    """`manage.py consume_rabbit` as deployed; returns its drain, its statistics and the RQ job count."""
+def _drain_process(
+    redis: Redis, redis_url: str, work: Path, tag: str = TAG, messages: int = MESSAGES, rq_queue: str = RQ_QUEUE
+) -> tuple[Drain, dict[str, object], int]:
+    """`manage.py consume_rabbit` as deployed (RabbitMQ names from `tag`) draining `messages` that
+    wait for it; returns its drain, its statistics and the RQ job count in `rq_queue`."""
     from supworker.stats import CONSUMER_KEY
 
-    env = deployed.isolated_env(TAG, redis_url)
+    env = deployed.isolated_env(tag, redis_url)
     process = deployed.start("consumer", env, work)
     stats_key = f"{CONSUMER_KEY}{socket.gethostname()}:{process.popen.pid}"
 
@@ -211,15 +225,15 @@ def _drain_process(redis: Redis, redis_url: str, work: Path) -> tuple[Drain, dic
     try:
         _wait_for(enqueued, 1, "a first batch from the consumer process", 0.005, process.alive, stall=60)
         first, start, cpu = enqueued(), time.perf_counter(), process.cpu_seconds()
-        _wait_for(enqueued, MESSAGES, "messages enqueued by the consumer process", 0.005, process.alive)
-        drain = Drain("`manage.py consume_rabbit` (process)", MESSAGES - first, time.perf_counter() - start,
+        _wait_for(enqueued, messages, "messages enqueued by the consumer process", 0.005, process.alive)
+        drain = Drain("`manage.py consume_rabbit` (process)", messages - first, time.perf_counter() - start,
                       process.cpu_seconds() - cpu)  # fmt: skip
     finally:
         deployed.stop([process])
     if process.popen.returncode != 0:
         raise RuntimeError(f"the consumer process exited with {process.popen.returncode}: {process.output()[-2000:]}")
     stats = {key.decode(): value.decode() for key, value in redis.hgetall(stats_key).items()}
-    return drain, stats, len(_rq_jobs(redis))
+    return drain, stats, len(_rq_jobs(redis, rq_queue))
 
 
 def _drain_in_process() -> tuple[Drain, dict[str, object]]:
@@ -253,27 +267,29 @@ def _drain_in_process() -> tuple[Drain, dict[str, object]]:
     return drain, dataclasses.asdict(consumer.stats)
 
 
-def _rq_jobs(redis: Redis) -> list[Job]:
-    queue = Queue(RQ_QUEUE, connection=redis)
+def _rq_jobs(redis: Redis, rq_queue: str = RQ_QUEUE) -> list[Job]:
+    queue = Queue(rq_queue, connection=redis)
     jobs = Job.fetch_many(queue.get_job_ids(), connection=redis)
     if any(job is None for job in jobs):
-        raise RuntimeError(f"{RQ_QUEUE} lists job ids whose job hash is missing")
+        raise RuntimeError(f"{rq_queue} lists job ids whose job hash is missing")
     return jobs
 
 
-def _verify_supworker(channel: BlockingChannel, redis: Redis, expected_ids: set[str], stats: dict[str, object]) -> None:
+def _verify_supworker(
+    channel: BlockingChannel, redis: Redis, expected_ids: set[str], stats: dict[str, object], rq_queue: str = RQ_QUEUE
+) -> None:
     """A figure is only worth printing if every message became exactly one item."""
-    jobs = _rq_jobs(redis)
+    jobs = _rq_jobs(redis, rq_queue)
     items = [item for job in jobs for item in job.args[0]]
     ids = [item["job_id"] for item in items]
     problems = []
-    if len(items) != MESSAGES or set(ids) != expected_ids:
+    if len(items) != len(expected_ids) or set(ids) != expected_ids:
         problems.append(
             f"{len(items):,} items in {len(jobs):,} RQ jobs, {len(set(ids)):,} distinct job ids,"
             f" {len(expected_ids - set(ids)):,} missing, {len(set(ids) - expected_ids):,} unexpected"
         )
     counts = [int(str(stats[name])) for name in ("enqueuedJobs", "rejectedMessages", "duplicateMessages")]
-    if counts != [MESSAGES, 0, 0]:
+    if counts != [len(expected_ids), 0, 0]:
         problems.append(f"consumer stats {stats}")
     problems.extend(_leftovers(channel))
     if problems:

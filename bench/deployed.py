@@ -75,20 +75,8 @@ class Process:
 
     def cpu_parts(self) -> tuple[float, float, float]:
         """CPU seconds of the process itself, of its finished children (reaped) and of those running
-        now (an RQ worker's scheduler, a work-horse at work). A child reaped between reading the
-        finished ones and the running ones would be in neither (a whole work-horse lost): read
-        again until the finished ones did not change meanwhile."""
-        while True:
-            before = self.handle.cpu_times()
-            running = 0.0
-            for child in self.handle.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child_times = child.cpu_times()
-                    running += child_times.user + child_times.system
-            after = self.handle.cpu_times()
-            reaped = after.children_user + after.children_system
-            if reaped == before.children_user + before.children_system:
-                return after.user + after.system, reaped, running
+        now (an RQ worker's scheduler, a work-horse at work)."""
+        return tree_cpu_parts(self.handle)
 
     def rss_mb(self) -> float:
         return self.handle.memory_info().rss / 2**20
@@ -98,6 +86,24 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def tree_cpu_parts(handle: psutil.Process) -> tuple[float, float, float]:
+    """CPU seconds of a process itself, of its finished children (reaped) and of those running now:
+    any process tree, one started here or not (PostgreSQL's postmaster and its backends). A child
+    reaped between reading the finished ones and the running ones would be in neither (a whole
+    work-horse lost): read again until the finished ones did not change meanwhile."""
+    while True:
+        before = handle.cpu_times()
+        running = 0.0
+        for child in handle.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child_times = child.cpu_times()
+                running += child_times.user + child_times.system
+        after = handle.cpu_times()
+        reaped = after.children_user + after.children_system
+        if reaped == before.children_user + before.children_system:
+            return after.user + after.system, reaped, running
 
 
 def start(kind: str, env: dict[str, str], log_dir: Path, *extra_args: str, name: str | None = None) -> Process:
