@@ -142,20 +142,22 @@ def _teardown(channel: BlockingChannel) -> None:
 
 
 # --- messages -------------------------------------------------------------------------------
+def push_body(n: int, job_id: str) -> bytes:
+    """A `notification.push` message as the messenger publishes it (bench_drain publishes these too)."""
+    return json.dumps(
+        {
+            "type": "push",
+            "userId": str(uuid.uuid4()),
+            "title": "New message",
+            "body": f"You have a new message from a contact ({n})",
+            "fcmToken": f"bench-fcm-token-{uuid.uuid4().hex}{uuid.uuid4().hex}",
+            "jobId": job_id,
+        }
+    ).encode()
+
+
 def _messages(count: int = MESSAGES) -> tuple[list[bytes], set[str]]:
-    bodies = [
-        json.dumps(
-            {
-                "type": "push",
-                "userId": str(uuid.uuid4()),
-                "title": "New message",
-                "body": f"You have a new message from a contact ({n})",
-                "fcmToken": f"bench-fcm-token-{uuid.uuid4().hex}{uuid.uuid4().hex}",
-                "jobId": f"bench-{n}",
-            }
-        ).encode()
-        for n in range(count)
-    ]
+    bodies = [push_body(n, f"bench-{n}") for n in range(count)]
     return bodies, {f"bench-{n}" for n in range(count)}
 
 
