@@ -16,6 +16,9 @@ PIP_LOCK := requirements/pip.txt
 STAMP := $(VENV)/.installed-$(shell cat $(PIP_LOCK) $(DEV_LOCK) | sha1sum | cut -c1-12)
 # The 20 slowest tests are listed at the end: `make test` must stay well under 20 minutes.
 PYTEST_ARGS ?= --durations=20
+# Test processes (pytest-xdist), a file each at a time; worker gwN uses test slot N (tests/testenv.py).
+# 2 on these 2 cores: the slow tests mostly wait on servers they start and stop. 0 runs in one process.
+TEST_PROCESSES ?= 2
 # Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
 CONCURRENCY ?= media=2,notifications=5
 
@@ -47,7 +50,7 @@ admin: migrate
 
 test: migrate
 	@scripts/ensure_packages.sh chromium=chromium node=nodejs npm=npm
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-pgbouncer
 
 # The tests marked `pgbouncer` (cleanups and their lease, job records, the notification log, the

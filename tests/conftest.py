@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,20 @@ def create_the_apis_tables(using: str = "default", **kwargs: Any) -> None:
 
 
 pre_migrate.connect(create_the_apis_tables, dispatch_uid="tests.create_the_apis_tables")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under a node id of its own: pytest-xdist schedules by node id, and runs only one
+    of several items that share one. schemathesis' `parametrize()` gives each API operation's test
+    its operation in the name (`test_x[GET /health]`) but the function's bare node id: use the name."""
+    for item in items:
+        if item.name.endswith("]") and not item.nodeid.endswith(item.name):
+            # pytest 9 keeps the node id structured (_pytest.nodeid.NodeId): set its parameters.
+            item._id = dataclasses.replace(item._id, params=item.name.partition("[")[2][:-1])  # type: ignore[attr-defined]
+    seen = Counter(item.nodeid for item in items)
+    repeated = [nodeid for nodeid, count in seen.items() if count > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests share a node id, so pytest -n would run one of them: {repeated}")
 
 
 @pytest.fixture(autouse=True)

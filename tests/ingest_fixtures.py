@@ -1,4 +1,5 @@
-"""Fixtures for tests of ingestion: a RabbitMQ namespace per test, and a running consumer.
+"""Fixtures for tests of ingestion: a RabbitMQ namespace per test, a running consumer, and
+servers of a test's own (a Redis, or a Redis and a RabbitMQ) for the tests that stop them.
 
 Each test gets its own exchange, queue prefix and OTP queue name, so tests never see each
 other's messages (or a benchmark's) on the shared broker; they are deleted afterwards.
@@ -7,11 +8,16 @@ other's messages (or a benchmark's) on the shared broker; they are deleted after
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
@@ -24,6 +30,7 @@ from supworker.rabbit.connection import connect
 from supworker.rabbit.consumer import Consumer
 from supworker.rabbit.publisher import Publisher
 from tests.helpers import wait_for
+from tests.testenv import ROOT, SLOT
 
 
 @pytest.fixture
@@ -153,3 +160,61 @@ def _pings(port: int) -> bool:
         return False
     except Exception:  # noqa: BLE001 - redis raises its own ConnectionError while starting
         return False
+
+
+# --- a Redis and a RabbitMQ of the test's own -----------------------------------------------
+@dataclasses.dataclass
+class OwnServers:
+    env: dict[str, str]  # what scripts/services.sh reads to run this set instead of the shared one
+    redis_url: str
+    amqp_url: str
+
+    def services(self, verb: str, *servers: str) -> None:
+        done = subprocess.run(
+            [str(ROOT / "scripts/services.sh"), verb, *servers],
+            env=os.environ | self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, f"services.sh {verb} {' '.join(servers)}: {done.stderr}"
+
+    def restart(self, server: str, down_for: float = 0.0) -> None:
+        self.services("down", server)
+        time.sleep(down_for)
+        self.services("up", server)
+
+
+@pytest.fixture
+def own_servers(settings) -> Iterator[OwnServers]:
+    # Not under pytest's tmp_path: the rabbitmq user must reach the data directory.
+    var = Path(tempfile.mkdtemp(prefix=f"supworker-faults{SLOT}-"))
+    var.chmod(0o755)
+    redis_port, amqp_port = free_port(), free_port()
+    servers = OwnServers(
+        env={
+            "SUPWORKER_VAR": str(var),
+            "SUPWORKER_REDIS_PORT": str(redis_port),
+            "SUPWORKER_AMQP_PORT": str(amqp_port),
+            "SUPWORKER_AMQP_DIST_PORT": str(free_port()),
+            "SUPWORKER_EPMD_PORT": str(free_port()),
+            "SUPWORKER_RABBIT_NODE": f"supworker-faults{SLOT}-{uuid.uuid4().hex[:6]}@localhost",
+        },
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        amqp_url=f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
+    )
+    try:
+        servers.services("up", "redis", "rabbitmq")
+        # The test process too (publishing, queue depths, RQ registries) talks to these.
+        settings.CONFIG = dataclasses.replace(
+            settings.CONFIG, redis_url=servers.redis_url, rabbitmq_url=servers.amqp_url
+        )
+        yield servers
+    finally:
+        subprocess.run(
+            [str(ROOT / "scripts/services.sh"), "down", "rabbitmq", "redis"],
+            env=os.environ | servers.env,
+            capture_output=True,
+            timeout=180,
+        )
+        shutil.rmtree(var, ignore_errors=True)

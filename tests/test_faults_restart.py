@@ -13,10 +13,7 @@ through a proxy (tests/fault_proxy.py) that cuts every connection and refuses ne
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -44,75 +41,17 @@ from supworker.rabbit import topology
 from supworker.rabbit.connection import connect
 from tests.fault_proxy import FaultProxy
 from tests.helpers import rq_items, start_manage, stop, wait_for
-from tests.ingest_fixtures import dead_letters, free_port, queue_depth, subprocess_env
+from tests.ingest_fixtures import dead_letters, queue_depth, subprocess_env
 from tests.media_files import MediaFiles
 from tests.notification_helpers import envelope, submit
 from tests.notification_servers import SmtpServer
-from tests.testenv import ROOT, SLOT
+from tests.testenv import SLOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 pytest_plugins = ["tests.notification_fixtures", "tests.media_fixtures"]
 
 USER = str(uuid.uuid4())
 IMAGES = ("rotated_gps.jpg", "alpha.png")  # small real images: a JPEG photo and a PNG with transparency
-
-
-# --- a Redis and a RabbitMQ of the test's own -----------------------------------------------
-@dataclasses.dataclass
-class OwnServers:
-    env: dict[str, str]  # what scripts/services.sh reads to run this set instead of the shared one
-    redis_url: str
-    amqp_url: str
-
-    def services(self, verb: str, *servers: str) -> None:
-        done = subprocess.run(
-            [str(ROOT / "scripts/services.sh"), verb, *servers],
-            env=os.environ | self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, f"services.sh {verb} {' '.join(servers)}: {done.stderr}"
-
-    def restart(self, server: str, down_for: float = 0.0) -> None:
-        self.services("down", server)
-        time.sleep(down_for)
-        self.services("up", server)
-
-
-@pytest.fixture
-def own_servers(settings) -> Iterator[OwnServers]:
-    # Not under pytest's tmp_path: the rabbitmq user must reach the data directory.
-    var = Path(tempfile.mkdtemp(prefix=f"supworker-faults{SLOT}-"))
-    var.chmod(0o755)
-    redis_port, amqp_port = free_port(), free_port()
-    servers = OwnServers(
-        env={
-            "SUPWORKER_VAR": str(var),
-            "SUPWORKER_REDIS_PORT": str(redis_port),
-            "SUPWORKER_AMQP_PORT": str(amqp_port),
-            "SUPWORKER_AMQP_DIST_PORT": str(free_port()),
-            "SUPWORKER_EPMD_PORT": str(free_port()),
-            "SUPWORKER_RABBIT_NODE": f"supworker-faults{SLOT}-{uuid.uuid4().hex[:6]}@localhost",
-        },
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        amqp_url=f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
-    )
-    try:
-        servers.services("up", "redis", "rabbitmq")
-        # The test process too (publishing, queue depths, RQ registries) talks to these.
-        settings.CONFIG = dataclasses.replace(
-            settings.CONFIG, redis_url=servers.redis_url, rabbitmq_url=servers.amqp_url
-        )
-        yield servers
-    finally:
-        subprocess.run(
-            [str(ROOT / "scripts/services.sh"), "down", "rabbitmq", "redis"],
-            env=os.environ | servers.env,
-            capture_output=True,
-            timeout=180,
-        )
-        shutil.rmtree(var, ignore_errors=True)
 
 
 # --- the service's processes ----------------------------------------------------------------

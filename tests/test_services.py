@@ -60,6 +60,8 @@ def test_a_throwaway_set_of_servers_starts_and_stops_one_server_at_a_time(tmp_pa
         "SUPWORKER_EPMD_PORT": str(free_port()),
         "SUPWORKER_RABBIT_NODE": f"supworker-services-test-{port}@localhost",
         "SUPWORKER_PG_PORT": str(free_port()),
+        # The shared PgBouncer may be up (an earlier `make test` started it): status must not see it.
+        "SUPWORKER_PGBOUNCER_PORT": str(free_port()),
     }
 
     def services(*args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,10 @@ developer's `.env` or shell points at: they flush Redis and create queues. Redis
 test keys apart from the jobs of a `make run` on the same machine.
 
 SUPWORKER_TEST_SLOT=N (1-4) lets a second test run share the machine with the first: it
-gets its own test database, Redis database, output directory and web port.
+gets its own test database, Redis database, output directory and web port. Under pytest-xdist
+(`make test` runs `-n 2`), worker gwN takes slot N; the broker needs no slot (every test
+declares its own exchange and queues, tests/ingest_fixtures.py) and the clusters, sentinels and
+restarted servers the slow tests start listen on free ports of their own.
 
 SUPWORKER_TEST_VIA_PGBOUNCER=1 points DATABASE_URL at the project's PgBouncer (transaction
 pooling, `scripts/services.sh up pgbouncer`) instead of PostgreSQL itself; `make test` runs the
@@ -17,8 +20,12 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SLOT = int(os.environ.get("SUPWORKER_TEST_SLOT", "0"))
-assert 0 <= SLOT <= 4, "SUPWORKER_TEST_SLOT is 0 to 4"
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... in an xdist worker
+assert not (_XDIST_WORKER and "SUPWORKER_TEST_SLOT" in os.environ), (
+    "SUPWORKER_TEST_SLOT picks one slot; with pytest -n each worker takes its own: use one or the other"
+)
+SLOT = int(_XDIST_WORKER.removeprefix("gw") if _XDIST_WORKER else os.environ.get("SUPWORKER_TEST_SLOT", "0"))
+assert 0 <= SLOT <= 4, "SUPWORKER_TEST_SLOT is 0 to 4 (and pytest -n at most 5)"
 OUTPUT = ROOT / "test-output" / (f"slot{SLOT}" if SLOT else "")
 REDIS_DB = (15, 11, 10, 9, 8)[SLOT]  # 12 to 14 belong to the benchmarks
 WEB_PORT = 18765 + SLOT
