@@ -16,7 +16,8 @@ PIP_LOCK := requirements/pip.txt
 STAMP := $(VENV)/.installed-$(shell cat $(PIP_LOCK) $(DEV_LOCK) | sha1sum | cut -c1-12)
 # The 20 slowest tests are listed at the end: `make test` must stay well under 20 minutes.
 PYTEST_ARGS ?= --durations=20
-# Test processes (pytest-xdist), a file each at a time; worker gwN uses test slot N (tests/testenv.py).
+# Test processes (pytest-xdist; an idle one takes tests queued for the other); worker gwN uses test
+# slot N (tests/testenv.py).
 # 2 on these 2 cores: the slow tests mostly wait on servers they start and stop. 0 runs in one process.
 TEST_PROCESSES ?= 2
 # Processes per Procfile line under `make run`: 2 media workers, 5 notification workers.
@@ -50,7 +51,7 @@ admin: migrate
 
 test: migrate
 	@scripts/ensure_packages.sh chromium=chromium node=nodejs npm=npm
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist worksteal $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-pgbouncer
 
 # The tests marked `pgbouncer` (cleanups and their lease, job records, the notification log, the
