@@ -69,12 +69,17 @@ class MulticastBench(Bench):
     checks, a log row per (message, device) rather than one per message."""
 
     addressed: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # job id -> its devices' tokens
+    # prefix -> requests sent again: FCM did not answer within FCM_TIMEOUT_SECONDS, so the push was
+    # retried (shared by the copies dataclasses.replace makes)
+    resent: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def _wait_logged(self, prefix: str, count: int, alive) -> None:
         super()._wait_logged(prefix, sum(len(tokens) for tokens in self.addressed.values()), alive)
 
     def _verify(self, prefix: str, count: int, sent_before: tuple[int, int, int], processes) -> None:
-        """Every device of every message sent to exactly once, and logged once, successfully."""
+        """Every device of every message sent to, and logged once, successfully. A request the
+        stand-in answered after the client's timeout is sent again (at least once, with the same
+        collapse key): counted, not an error."""
         from notifications.push import token_reference
 
         pushes = sum(len(tokens) for tokens in self.addressed.values())
@@ -90,10 +95,11 @@ class MulticastBench(Bench):
         if len(rows) != pushes or logged != expected or not all(success for *_, success in rows):
             problems.append(f"{len(rows):,} log rows, {len(logged & expected):,} of the {pushes:,} (message, device)"
                             f" pairs among them, {sum(bool(s) for *_, s in rows):,} successful")  # fmt: skip
-        # Each row seeds tokens of its own: one new token at the stand-in per request is one push each.
-        if not requests == tokens == pushes:
+        # Each row seeds tokens of its own: every one of them reached at the stand-in is every push.
+        if not tokens == pushes <= requests:
             problems.append(f"the FCM stand-in received {requests:,} requests for {tokens:,} new tokens,"
-                            f" expected {pushes:,} of each")  # fmt: skip
+                            f" expected {pushes:,} tokens")  # fmt: skip
+        self.resent[prefix] = requests - tokens
         if problems:
             outputs = "; ".join(f"{process.log}" for process in processes)
             raise RuntimeError(f"{prefix} was not delivered exactly once per device: {'; '.join(problems)}"
@@ -107,6 +113,7 @@ class Row:
     pushes: int
     drain: Drain
     rq_jobs: int
+    resent: int  # requests sent again after FCM_TIMEOUT_SECONDS without an answer
 
     @property
     def seconds(self) -> float:
@@ -159,7 +166,7 @@ def _row(bench: MulticastBench, prefix: str, users: int) -> Row:
     tokens = {job_id: [token for user in users_of.values() for token in user] for job_id, users_of in addressed.items()}
     drain = dataclasses.replace(bench, addressed=tokens).supworker(prefix, messages, body, "notification.push")
     pushes = sum(len(job_tokens) for job_tokens in tokens.values())
-    return Row(users, messages, pushes, drain, _rq_jobs(bench.db, prefix))
+    return Row(users, messages, pushes, drain, _rq_jobs(bench.db, prefix), bench.resent[prefix])
 
 
 def run() -> Table:
@@ -218,18 +225,21 @@ def _table(rows: list[Row]) -> Table:
         title=f"Push against multicast size (`consume_rabbit` and {WORKERS} `rqworker notifications` as deployed,"
         " loopback FCM v1 server)",
         columns=["users per message", "devices per message", "messages", "pushes", "RQ jobs", "seconds",
-                 "pushes/s", "messages/s", "worker CPU ms/push", "consumer CPU s/1,000 messages"],
+                 "pushes/s", "messages/s", "sent again", "worker CPU ms/push", "consumer CPU s/1,000 messages"],
     )  # fmt: skip
     for row in rows:
         table.rows.append([
             row.users, row.users * DEVICES_PER_USER, row.messages, row.pushes, row.rq_jobs, row.seconds,
-            row.pushes / row.seconds, row.messages / row.seconds, f"{1000 * row.drain.workers_cpu / row.pushes:.3f}",
+            row.pushes / row.seconds, row.messages / row.seconds, row.resent,
+            f"{1000 * row.drain.workers_cpu / row.pushes:.3f}",
             f"{1000 * (row.drain.consumer_cpu or 0.0) / row.messages:.3f}",
         ])  # fmt: skip
     table.notes = [
         f"users of their own per row, {DEVICES_PER_USER} active devices each (seeded in fcm_devices, deleted after);"
-        " each message names them in userIds, with a title, body and data.chatId. Every device got exactly one push"
-        " per message (one request per seeded token at the stand-in) and its own successful row in `notifications`.",
+        " each message names them in userIds, with a title, body and data.chatId. Every device got its push (every"
+        " seeded token reached the stand-in) and its own successful row in `notifications`. Sent again: requests"
+        " the stand-in answered after the worker's FCM_TIMEOUT_SECONDS (10 s), which the worker retried with the"
+        " same collapse key (the device shows one); pushes ÷ seconds counts each push once.",
         "clock: from the first publish to RabbitMQ to the last row logged (Django's start-up untimed). CPU: psutil,"
         f" same window; workers: the {WORKERS} processes with their work-horses. RQ jobs: the batches the messages"
         " ran in (job_runs.rq_job_id); a batch runs on one worker, whatever its number of devices.",
