@@ -69,13 +69,7 @@ def run() -> Table:
     redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
     # supworker reads settings.CONFIG at call time, so this redirects topology and the in-process
     # consumer to the same names the process gets from its environment.
-    settings.CONFIG = dataclasses.replace(
-        original,
-        rabbitmq_exchange=f"{TAG}_exchange",
-        rabbitmq_queue_prefix=TAG,
-        rabbitmq_queue_name=f"{TAG}_otp",
-        redis_url=redis_url,
-    )
+    settings.CONFIG = deployed.own_config(original, TAG, redis_url)
     config: Config = settings.CONFIG
     redis = Redis.from_url(config.redis_url)
     connection: pika.BlockingConnection | None = None

@@ -321,13 +321,7 @@ def run() -> Table:
     redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
     # The bench's own names: the processes get them from the environment, this one (publishing,
     # declaring and deleting the topology) from settings.
-    settings.CONFIG = config = dataclasses.replace(
-        original,
-        rabbitmq_exchange=f"{tag}_exchange",
-        rabbitmq_queue_prefix=tag,
-        rabbitmq_queue_name=f"{tag}_otp",
-        redis_url=redis_url,
-    )
+    settings.CONFIG = config = deployed.own_config(original, tag, redis_url)
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     database_url = deployed.bench_database(settings.DATABASES["default"])

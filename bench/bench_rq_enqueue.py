@@ -143,13 +143,7 @@ def run() -> Table:
     redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
     # supworker reads settings.CONFIG at call time: declaring, filling and tearing down the topology
     # here uses the names the consumer process gets from its environment (deployed.isolated_env).
-    settings.CONFIG = dataclasses.replace(
-        original,
-        rabbitmq_exchange=f"{TAG}_exchange",
-        rabbitmq_queue_prefix=TAG,
-        rabbitmq_queue_name=f"{TAG}_otp",
-        redis_url=redis_url,
-    )
+    settings.CONFIG = deployed.own_config(original, TAG, redis_url)
     redis = Redis.from_url(redis_url)
     work = Path(tempfile.mkdtemp(prefix="supworker-bench-rq-enqueue-"))
     try:

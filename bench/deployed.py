@@ -6,6 +6,7 @@ that a `make run` on the same servers is not disturbed), measured from outside w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psutil
@@ -39,6 +41,18 @@ def with_redis_db(url: str, db: int) -> str:
     if parts.scheme == "unix":
         return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(db))])))
     return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+
+
+def own_config(config: Any, tag: str, redis_url: str) -> Any:
+    """settings.CONFIG with the names isolated_env gives the processes: what this process uses to
+    declare, fill and delete the benchmark's topology and to read its Redis database."""
+    return dataclasses.replace(
+        config,
+        rabbitmq_exchange=f"{tag}_exchange",
+        rabbitmq_queue_prefix=tag,
+        rabbitmq_queue_name=f"{tag}_otp",
+        redis_url=redis_url,
+    )
 
 
 def isolated_env(tag: str, redis_url: str, **extra: str) -> dict[str, str]:
