@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -50,6 +51,25 @@ def admin_login_answers(port: int) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=2) as response:
             return response.status == 200 and b"csrfmiddlewaretoken" in response.read()
     except OSError:
+        return False
+
+
+def gunicorn_workers_idle(make: subprocess.Popen, count: int = 2) -> bool:
+    """The web process's workers have loaded the app and wait for requests: a worker still loading
+    Django when SIGTERM comes exits only once loaded, which on two busy cores can outlast honcho's
+    5 s grace period (the web process has no job in hand to finish)."""
+    try:
+        workers = [
+            p
+            for p in psutil.Process(make.pid).children(recursive=True)
+            if "gunicorn" in " ".join(p.cmdline()) and "gunicorn" in " ".join(p.parent().cmdline())
+        ]
+        if len(workers) < count:
+            return False
+        before = [sum(p.cpu_times()[:2]) for p in workers]
+        time.sleep(0.5)
+        return all(sum(p.cpu_times()[:2]) - spent < 0.02 for p, spent in zip(workers, before, strict=True))
+    except (psutil.Error, AttributeError):  # a process gone meanwhile, or one without a parent any more
         return False
 
 
@@ -188,9 +208,6 @@ def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(t
         UserSession.objects.bulk_create(UserSession(user_id=uuid.uuid4(), last_active_at=inactive) for _ in range(2500))
         cleanups.append(("cleanup.sessions", {"type": "sessions", "jobId": f"cleanup-{n}",
                          "data": {"batchSize": 50, "olderThan": f"{days - 2}d"}}))  # fmt: skip
-    with Publisher() as publisher:
-        for routing_key, body in videos + cleanups:
-            publisher.publish(routing_key, body)
 
     log_path = tmp_path / "make-run.log"
     env = os.environ | rabbit_names | subprocess_env({}) | {
@@ -203,6 +220,10 @@ def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(t
     try:
         processes = wait_for(lambda: service_processes(log_path.read_text()), 120, "every process to start")
         wait_for(lambda: redis_conn.scard(CONSUMERS_KEY), 60, "the consumer to connect")
+        wait_for(lambda: gunicorn_workers_idle(make), 120, "the web process's workers to load the app")
+        with Publisher() as publisher:
+            for routing_key, body in videos + cleanups:
+                publisher.publish(routing_key, body)
         with EmailStream() as stream:
             # Every worker in the middle of a job: transcodes, a cleanup, e-mail batches.
             in_hand = wait_for(lambda: jobs_in_hand(redis_conn), 120, "all 8 workers to be busy", interval=0.02)
