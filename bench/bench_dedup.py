@@ -28,12 +28,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import psutil
-from pika.adapters.blocking_connection import BlockingChannel
+from django.conf import settings
 from redis import Redis, RedisError
 from rq import Queue
 
@@ -144,8 +143,6 @@ class Drain:
 
 
 def run() -> Table:
-    from django.conf import settings
-
     original = settings.CONFIG
     # supworker reads settings.CONFIG at call time: topology helpers then use the bench's names, and
     # nothing in this process can reach the shared Redis.
@@ -155,7 +152,7 @@ def run() -> Table:
     )  # fmt: skip
     servers: list[ThrowAwayRedis] = []
     try:
-        with _channel() as channel:
+        with deployed.channel(settings.CONFIG) as channel:
             ingest._declare(channel)
         servers.append(empty := ThrowAwayRedis())
         servers.append(full := ThrowAwayRedis())
@@ -187,29 +184,17 @@ def run() -> Table:
     finally:
         for server in servers:
             server.stop()  # and its directory, the consumer's logs with it
-        with contextlib.suppress(Exception), _channel() as channel:  # the first failure is the one to see
+        with (
+            contextlib.suppress(Exception),
+            deployed.channel(settings.CONFIG) as channel,
+        ):  # the first failure is the one to see
             ingest._teardown(channel)
         settings.CONFIG = original
     return _table(drains, before, after, (fill_seconds, settle_seconds), filled)
 
 
-@contextlib.contextmanager
-def _channel() -> Iterator[BlockingChannel]:
-    """A connection per step: one left idle through a fill or a drain would miss its heartbeats."""
-    from django.conf import settings
-
-    connection = pika.BlockingConnection(pika.URLParameters(settings.CONFIG.rabbitmq_urls[0]))
-    try:
-        yield connection.channel()
-    finally:
-        if connection.is_open:
-            connection.close()
-
-
 def _fill(client: Redis, count: int) -> tuple[str, float]:
     """`count` markers as the consumer writes them, with its TTL; returns their id prefix and the seconds."""
-    from django.conf import settings
-
     from supworker.enqueue import SEEN_PREFIX
 
     prefix, fill, start = str(uuid.uuid4())[:24], client.register_script(_FILL), time.perf_counter()
@@ -232,10 +217,8 @@ def _key_shape(client: Redis, job_id: str) -> tuple[object, ...]:
 
 
 def _publish(job_ids: list[str]) -> None:
-    from django.conf import settings
-
     properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
-    with _channel() as channel:
+    with deployed.channel(settings.CONFIG) as channel:
         queue = ingest._notification_queue()
         for n, job_id in enumerate(job_ids):
             body = {"type": "push", "userId": str(uuid.uuid4()), "title": "New message",
@@ -286,7 +269,7 @@ def _verify(server: ThrowAwayRedis, drain: Drain, published: int, fresh: list[st
     names = ("receivedMessages", "enqueuedJobs", "duplicateMessages", "rejectedMessages")
     if [int(drain.stats[name]) for name in names] != [published, len(fresh), published - len(fresh), 0]:
         problems.append(f"consumer stats {drain.stats}")
-    with _channel() as channel:
+    with deployed.channel(settings.CONFIG) as channel:
         problems.extend(ingest._leftovers(channel))
     if problems:
         raise RuntimeError(f"{drain.label}: the drain counted wrong: " + "; ".join(problems))

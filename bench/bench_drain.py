@@ -16,7 +16,6 @@ drain's clock. BENCH_DRAIN_MESSAGES sets a smaller backlog for development.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -26,12 +25,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pika
-from pika.adapters.blocking_connection import BlockingChannel
+from django.conf import settings
 from pika.spec import Basic
 from redis import Redis
 from rq import Queue
@@ -60,8 +58,6 @@ class Sample:
 
 
 def run() -> Table:
-    from django.conf import settings
-
     from supworker.rabbit import topology
 
     if MESSAGES < 10_000:
@@ -79,7 +75,7 @@ def run() -> Table:
         if keys := redis.dbsize():  # someone else's: left alone
             raise RuntimeError(f"Redis database {REDIS_DB} holds {keys} keys: is bench_ingest (which uses it) running?")
         ours = True  # whatever the database holds from here on: the RQ jobs, seen markers, consumer statistics
-        with _channel() as channel:
+        with deployed.channel(settings.CONFIG) as channel:
             topology.declare(channel)
         broker = [_broker_memory()]
         start, cpu = time.perf_counter(), time.process_time()
@@ -96,31 +92,17 @@ def run() -> Table:
     finally:
         if ours:
             redis.flushdb()
-        with _channel() as channel:
+        with deployed.channel(settings.CONFIG) as channel:
             _teardown(channel)
         settings.CONFIG = original
         shutil.rmtree(work, ignore_errors=True)
     return _table(publish, broker, samples, (redis_before, redis_after, job_bytes, seen_bytes), queues)
 
 
-@contextlib.contextmanager
-def _channel() -> Iterator[BlockingChannel]:
-    """A channel on a connection of its own: a blocking one left idle through the drain would miss heartbeats."""
-    from django.conf import settings
-
-    connection = pika.BlockingConnection(pika.URLParameters(settings.CONFIG.rabbitmq_urls[0]))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
-
-
 # --- the backlog ---------------------------------------------------------------------------------
 def _message(n: int, now_ms: int) -> tuple[str, str, bytes]:
     """(exchange, routing key, body) of message n; the kinds interleave, so every tenth of the
     backlog has the same mix (MIX)."""
-    from django.conf import settings
-
     job_id, kind, exchange = f"{TAG}-{n}", n % 100, settings.CONFIG.rabbitmq_exchange
     if kind < 90:
         return exchange, "notification.push", push_body(n, job_id)
@@ -204,7 +186,9 @@ def _check_backlog() -> None:
     from supworker.rabbit import topology
 
     queues = [source.queue for source in topology.sources()]
-    with _channel() as channel:  # confirmed persistent messages are in their queues: the count is exact
+    with deployed.channel(
+        settings.CONFIG
+    ) as channel:  # confirmed persistent messages are in their queues: the count is exact
         if (ready := sum(_ready(channel, queue) for queue in queues)) != MESSAGES:
             raise RuntimeError(f"{ready:,} messages ready in {queues} after {MESSAGES:,} confirms")
 
@@ -270,7 +254,7 @@ def _verify(redis: Redis, stats: dict[str, str]) -> tuple[dict[str, tuple[int, i
     counts = [int(stats.get(name, -1)) for name in ("enqueuedJobs", "rejectedMessages", "duplicateMessages")]
     if counts != [MESSAGES, 0, 0]:
         problems.append(f"consumer stats {stats}")
-    with _channel() as channel:
+    with deployed.channel(settings.CONFIG) as channel:
         problems.extend(_leftovers(channel))
     if problems:
         raise RuntimeError("the drain counted wrong: " + "; ".join(problems))

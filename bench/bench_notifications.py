@@ -626,12 +626,8 @@ def _paths_table(push: Drain, push_at_stand_in: Sent, floor: Sent, paths: dict[s
 
 def _with_channel(config, action) -> None:
     """A connection per step: a BlockingConnection left idle through a long phase misses its heartbeats."""
-    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
-    try:
-        action(connection.channel())
-    finally:
-        if connection.is_open:
-            connection.close()
+    with deployed.channel(config) as channel:
+        action(channel)
 
 
 def topology_declare(channel) -> None:

@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ def own_config(config: Any, tag: str, redis_url: str) -> Any:
         rabbitmq_queue_name=f"{tag}_otp",
         redis_url=redis_url,
     )
+
+
+@contextlib.contextmanager
+def channel(config: Any) -> Iterator[Any]:
+    """A channel on a connection of its own, closed after the step: a blocking connection left idle
+    through a long phase (a fill, a drain) misses its heartbeats."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(config.rabbitmq_urls[0]))
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def isolated_env(tag: str, redis_url: str, **extra: str) -> dict[str, str]:
