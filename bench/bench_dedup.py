@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import shutil
@@ -221,10 +220,7 @@ def _publish(job_ids: list[str]) -> None:
     with deployed.channel(settings.CONFIG) as channel:
         queue = ingest._notification_queue()
         for n, job_id in enumerate(job_ids):
-            body = {"type": "push", "userId": str(uuid.uuid4()), "title": "New message",
-                    "body": f"You have a new message from a contact ({n})",
-                    "fcmToken": f"bench-fcm-token-{uuid.uuid4().hex}{uuid.uuid4().hex}", "jobId": job_id}  # fmt: skip
-            data = json.dumps(body).encode()
+            data = ingest.push_body(n, job_id)
             channel.basic_publish(settings.CONFIG.rabbitmq_exchange, ingest.ROUTING_KEY, data, properties)
         # No publisher confirms (slow); the ready count proves every message arrived.
         ingest._wait_for(lambda: ingest._ready(channel, queue), len(job_ids), f"messages ready in {queue}", poll=0.05)
