@@ -69,6 +69,27 @@ def publisher(rabbit_names) -> Iterator[Publisher]:
         yield p
 
 
+# Messages a publishing transaction commits at once (see publish_committed).
+COMMIT_EVERY = 1000
+
+
+def publish_committed(messages: list[tuple[str, bytes]]) -> None:
+    """Publish (routing key, body) pairs as persistent messages to the test's exchange, in
+    transactions of COMMIT_EVERY: RabbitMQ answers a commit once it holds every message of it
+    (persisted, like a confirm). A confirm awaited per message costs a disk flush each, about
+    5 ms here: 20,000 of them were most of a test's two minutes."""
+    connection = connect()
+    channel = connection.channel()
+    topology.declare(channel)
+    channel.tx_select()
+    persistent = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    for start in range(0, len(messages), COMMIT_EVERY):
+        for routing_key, body in messages[start : start + COMMIT_EVERY]:
+            channel.basic_publish(settings.CONFIG.rabbitmq_exchange, routing_key, body, persistent)
+        channel.tx_commit()
+    connection.close()
+
+
 def start_in_thread(consumer: Consumer) -> threading.Thread:
     """Run a consumer in a thread of the test process until it is stopped."""
 

@@ -13,6 +13,7 @@ through a proxy (tests/fault_proxy.py) that cuts every connection and refuses ne
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import threading
 import time
@@ -22,7 +23,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pika
 import pytest
 from aiosmtpd.controller import Controller
 from django.conf import settings
@@ -38,10 +38,9 @@ from supworker.envelope import Envelope
 from supworker.models import DeadLetter, JobRun
 from supworker.models.messenger import Message, UserSession
 from supworker.rabbit import topology
-from supworker.rabbit.connection import connect
 from tests.fault_proxy import FaultProxy
 from tests.helpers import rq_items, start_manage, stop, wait_for
-from tests.ingest_fixtures import dead_letters, queue_depth, subprocess_env
+from tests.ingest_fixtures import dead_letters, publish_committed, queue_depth, subprocess_env
 from tests.media_files import MediaFiles
 from tests.notification_helpers import envelope, submit
 from tests.notification_servers import SmtpServer
@@ -188,17 +187,7 @@ def make_mix(tag: str, push: int, email: int, sms: int, image: int, cleanup: int
 
 
 def publish(messages: list[tuple[str, dict]]) -> None:
-    """Persistent messages, each confirmed by RabbitMQ before the next (as the messenger's API does)."""
-    import json
-
-    connection = connect()
-    channel = connection.channel()
-    topology.declare(channel)
-    channel.confirm_delivery()
-    persistent = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-    for routing_key, body in messages:
-        channel.basic_publish(settings.CONFIG.rabbitmq_exchange, routing_key, json.dumps(body).encode(), persistent)
-    connection.close()
+    publish_committed([(routing_key, json.dumps(body).encode()) for routing_key, body in messages])
 
 
 def stale_sessions(count: int, fresh: int) -> tuple[set[uuid.UUID], set[uuid.UUID]]:

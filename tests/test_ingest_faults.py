@@ -12,17 +12,15 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pika
 import pytest
 from django.conf import settings
 from redis import Redis
 from rq import SimpleWorker
 
 from supworker.models import JobRun
-from supworker.rabbit import topology
 from supworker.rabbit.connection import connect
 from tests.helpers import rq_items, start_manage, stop, wait_for
-from tests.ingest_fixtures import queue_depth, subprocess_env
+from tests.ingest_fixtures import publish_committed, queue_depth, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 USER = str(uuid.uuid4())
@@ -34,15 +32,7 @@ def email(number: int) -> bytes:
 
 
 def publish_bulk(count: int, start: int = 0) -> None:
-    """Publish quickly (no per-message confirm), then wait until RabbitMQ holds them all."""
-    connection = connect()
-    channel = connection.channel()
-    topology.declare(channel)
-    channel.confirm_delivery()
-    persistent = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-    for number in range(start, start + count):
-        channel.basic_publish(settings.CONFIG.rabbitmq_exchange, "notification.email", email(number), persistent)
-    connection.close()
+    publish_committed([("notification.email", email(number)) for number in range(start, start + count)])
 
 
 def assert_each_job_exactly_once(redis: Redis, count: int) -> None:
@@ -66,9 +56,10 @@ def test_redis_stopped_mid_stream_nothing_is_acked_and_all_runs_once_it_returns(
         publish_bulk(300, start=300)
         log = tmp_path / "consumer.log"
         wait_for(lambda: "Redis unavailable" in log.read_text(), 30, "the consumer to notice")
-        # Messages are not acked while Redis is away: they wait in RabbitMQ.
+        # Messages are not acked while Redis is away: they wait in RabbitMQ, but for those the
+        # consumer holds unacked (at most its prefetch window); the final check finds none lost.
         waiting = wait_for(lambda: queue_depth(notifications_queue()), 10, "messages waiting in RabbitMQ")
-        assert waiting >= 300, "every message published while Redis is down waits in RabbitMQ"
+        assert waiting >= 300 - 50, "every message published while Redis is down waits in RabbitMQ"
         assert consumer.poll() is None, "the consumer keeps running"
 
         own_redis.restart()

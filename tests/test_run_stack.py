@@ -190,12 +190,14 @@ class EmailStream:
 def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(tmp_path, rabbit_names, redis_conn):
     smtp = SlowSmtpServer(delay=0.03)
     smtp.start()
-    clip = tmp_path / "clip.mp4"  # 4:4:4 chroma: transcoded, a second or so of work
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+    # 4:4:4 chroma: transcoded. Small, so that the transcode in hand ends well within honcho's
+    # 5 s even on two loaded cores (640x360 took 6.5 s there, against a second idle).
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
            "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p", "-c:a", "aac",
            "-shortest", str(clip))  # fmt: skip
     videos = []
-    for n in range(6):  # three each for the two media workers
+    for n in range(10):  # five each for the two media workers: busy until SIGTERM
         with open(clip, "rb") as handle:
             key = default_storage.save(f"uploads/sigterm/{uuid.uuid4()}/clip.mp4", handle)
         message = Message.objects.create(sender_id=uuid.uuid4(), chat_id=uuid.uuid4(), media_status="queued")
