@@ -97,13 +97,17 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> int:
 
 
 def rq_items(connection, *queue_names: str) -> list[dict]:
-    """Every envelope waiting in the named RQ queues, in queue order (a job carries a batch)."""
+    """Every envelope waiting in the named RQ queues, in queue order (a job carries a batch; a
+    cron entry's job, which names its entry, carries none)."""
     from rq import Queue
+
+    from supworker.enqueue import RUN_BATCH
 
     items = []
     for name in queue_names:
         for job in Queue(name, connection=connection).get_jobs():
-            items.extend(job.args[0])
+            if job.func_name == RUN_BATCH:
+                items.extend(job.args[0])
     return items
 
 
