@@ -36,7 +36,6 @@ import uuid
 from pathlib import Path
 
 import pika
-import psycopg2
 from PIL import Image
 from redis import Redis
 
@@ -77,18 +76,14 @@ def _serve_sms(connection) -> None:
 
 
 def run() -> list[Table]:
-    from django.conf import settings
+    with deployed.own_site("ld", REDIS_DB) as site:  # its Redis database emptied after: bench_drain wants it so
+        return _run(site)
 
+
+def _run(site: deployed.Site) -> list[Table]:
     from bench.bench_notifications import _with_channel, topology_declare, topology_delete
 
-    original = settings.CONFIG
-    tag = f"ld{uuid.uuid4().hex[:6]}"
-    redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
-    # The bench's own names: the processes get them from the environment, this one from settings.
-    settings.CONFIG = config = deployed.own_config(original, tag, redis_url)
-    redis = Redis.from_url(redis_url)
-    redis.flushdb()
-    database_url = deployed.bench_database(settings.DATABASES["default"])
+    config, db, redis, tag = site.config, site.db, site.redis, site.tag
     work = Path(tempfile.mkdtemp(prefix="supworker-load-"))
     smtp = SmtpSink()
     try:
@@ -96,8 +91,7 @@ def run() -> list[Table]:
     except BaseException:
         smtp.stop()
         raise
-    env = deployed.isolated_env(
-        tag, redis_url, DATABASE_URL=database_url,
+    env = site.env(
         FCM_ENDPOINT=f"http://127.0.0.1:{fcm.port}", FCM_ACCESS_TOKEN=TOKEN, FCM_PROJECT_ID=PROJECT,
         SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port), SMTP_SECURITY="none",
         SMS_BACKEND="vonage", SMS_API_URL=f"http://127.0.0.1:{sms.port}", SMS_API_KEY=SMS_KEY,
@@ -105,8 +99,6 @@ def run() -> list[Table]:
         EMAIL_RATE_PER_SECOND="0", SMS_RATE_PER_SECOND="0",
         LOG_DIR=str(work / "logs"), MEDIA_ROOT=str(work / "media"), TEMP_DIR=str(work / "tmp"),
     )  # fmt: skip
-    db = psycopg2.connect(database_url)
-    db.autocommit = True
     messages = _media_fixtures(db, work / "media", int(JOBS * MIX["image"]))
     processes: dict[str, list[deployed.Process]] = {}
     try:
@@ -129,9 +121,6 @@ def run() -> list[Table]:
         sms.stop()
         smtp.stop()
         _with_channel(config, topology_delete)
-        db.close()
-        redis.flushdb()  # its jobs and dedup keys (remembered for a week): bench_drain wants database 13 empty
-        settings.CONFIG = original
     print(f"(process output and logs in {work})")
     return [_table(samples, elapsed, cpu, outcomes, redis_after), _sizes_table(sizes)]
 

@@ -308,31 +308,22 @@ def _quiet() -> list[tuple]:
 
 # --- the run -------------------------------------------------------------------------------------
 def run() -> Table:
-    from django.conf import settings
+    if not shutil.which("vipsthumbnail"):
+        raise RuntimeError("vipsthumbnail not found: run make bench, or apt-get install libvips-tools")
+    with deployed.own_site("bm", REDIS_DB) as site:
+        return _run(site)
+
+
+def _run(site: deployed.Site) -> Table:
     from django.core.files import File
     from django.core.files.storage import FileSystemStorage
 
     from bench.bench_notifications import _with_channel, topology_declare, topology_delete
 
-    if not shutil.which("vipsthumbnail"):
-        raise RuntimeError("vipsthumbnail not found: run make bench, or apt-get install libvips-tools")
-    original = settings.CONFIG
-    tag = f"bm{uuid.uuid4().hex[:6]}"
-    redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
-    # The bench's own names: the processes get them from the environment, this one (publishing,
-    # declaring and deleting the topology) from settings.
-    settings.CONFIG = config = deployed.own_config(original, tag, redis_url)
-    redis = Redis.from_url(redis_url)
-    redis.flushdb()
-    database_url = deployed.bench_database(settings.DATABASES["default"])
-    db = psycopg2.connect(database_url)
-    db.autocommit = True
+    tag, db = site.tag, site.db
     work = Path(tempfile.mkdtemp(prefix="supworker-bench-media-"))
     media_root = work / "media"
-    env = deployed.isolated_env(
-        tag, redis_url, DATABASE_URL=database_url, LOG_DIR=str(work / "logs"), MEDIA_ROOT=str(media_root),
-        TEMP_DIR=str(work / "tmp"),
-    )  # fmt: skip
+    env = site.env(LOG_DIR=str(work / "logs"), MEDIA_ROOT=str(media_root), TEMP_DIR=str(work / "tmp"))
     drains: list[Drain] = []
     bench: Bench | None = None
     try:
@@ -349,20 +340,17 @@ def run() -> Table:
         vipsthumbnail(files[:2], vips_out, 1)  # untimed: the files and libvips into the page cache
         for parallel in (1, 2):
             drains.append(vipsthumbnail(files, vips_out, parallel))
-        _with_channel(config, topology_declare)
-        bench = Bench(env, work, redis, db, keys, tag)
+        _with_channel(site.config, topology_declare)
+        bench = Bench(env, work, site.redis, db, keys, tag)
         for workers in WORKER_COUNTS:
             drains.append(bench.drain(workers))
     finally:
-        _with_channel(config, topology_delete)
+        _with_channel(site.config, topology_delete)
         with db.cursor() as cursor:
             for table in ("job_runs", "dead_letters"):
                 cursor.execute(f"DELETE FROM {table} WHERE job_id LIKE %s", [tag + "-%"])  # noqa: S608 - our names
             if bench is not None:
                 cursor.execute("DELETE FROM messages WHERE id = ANY(%s::uuid[])", [bench.made])
-        db.close()
-        redis.flushdb()
-        settings.CONFIG = original
     shutil.rmtree(media_root, ignore_errors=True)
     shutil.rmtree(work / "vips", ignore_errors=True)
     print(f"(process output and logs in {work})")

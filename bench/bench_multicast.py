@@ -29,9 +29,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import psycopg2
-from redis import Redis
-
 from bench import deployed
 from bench.bench_notifications import (
     PROJECT,
@@ -170,43 +167,33 @@ def _row(bench: MulticastBench, prefix: str, users: int) -> Row:
 
 
 def run() -> Table:
-    from django.conf import settings
+    with deployed.own_site("bm", REDIS_DB) as site:
+        return _run(site)
 
-    original = settings.CONFIG
-    tag = f"bm{uuid.uuid4().hex[:6]}"
-    redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
-    # The bench's own names: the processes get them from the environment, this one (publishing,
-    # declaring and deleting the topology) from settings.
-    settings.CONFIG = config = deployed.own_config(original, tag, redis_url)
-    redis = Redis.from_url(redis_url)
-    redis.flushdb()
-    database_url = deployed.bench_database(settings.DATABASES["default"])
-    db = psycopg2.connect(database_url)
-    db.autocommit = True
+
+def _run(site: deployed.Site) -> Table:
+    tag, db = site.tag, site.db
     work = Path(tempfile.mkdtemp(prefix="supworker-bench-multicast-"))
     fcm = None
     rows: list[Row] = []
     try:
         fcm = _start_server(_serve_fcm)
-        env = deployed.isolated_env(
-            tag, redis_url, DATABASE_URL=database_url, LOG_DIR=str(work / "logs"),
+        env = site.env(
+            LOG_DIR=str(work / "logs"),
             FCM_ENDPOINT=f"http://127.0.0.1:{fcm.port}", FCM_ACCESS_TOKEN=TOKEN, FCM_PROJECT_ID=PROJECT,
         )  # fmt: skip
-        bench = MulticastBench(env, work, redis, db, fcm, NoMail())
-        _with_channel(config, topology_declare)
+        bench = MulticastBench(env, work, site.redis, db, fcm, NoMail())
+        _with_channel(site.config, topology_declare)
         for users in USERS_PER_MESSAGE:
             rows.append(_row(bench, f"{tag}-u{users}", users))
     finally:
-        _with_channel(config, topology_delete)
+        _with_channel(site.config, topology_delete)
         with db.cursor() as cursor:
             for table in ("notifications", "job_runs", "dead_letters"):
                 cursor.execute(f"DELETE FROM {table} WHERE job_id LIKE %s", [tag + "-%"])  # noqa: S608 - our names
             cursor.execute("DELETE FROM fcm_devices WHERE registration_id LIKE %s", [tag + "-%"])
-        db.close()
-        redis.flushdb()
         if fcm is not None:
             fcm.stop()
-        settings.CONFIG = original
         if len(rows) == len(USERS_PER_MESSAGE):
             shutil.rmtree(work)  # the processes' output is kept only when a row failed or was interrupted
         else:

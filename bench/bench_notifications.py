@@ -407,19 +407,12 @@ class Bench:
 
 # --- the run -------------------------------------------------------------------------------------
 def run() -> list[Table]:
-    from django.conf import settings
+    with deployed.own_site("bn", REDIS_DB) as site:
+        return _run(site)
 
-    original = settings.CONFIG
-    tag = f"bn{uuid.uuid4().hex[:6]}"
-    redis_url = deployed.with_redis_db(original.redis_url, REDIS_DB)
-    # The bench's own names: the processes get them from the environment, this one (publishing,
-    # declaring and deleting the topology) from settings.
-    settings.CONFIG = config = deployed.own_config(original, tag, redis_url)
-    redis = Redis.from_url(redis_url)
-    redis.flushdb()
-    database_url = deployed.bench_database(settings.DATABASES["default"])
-    db = psycopg2.connect(database_url)
-    db.autocommit = True
+
+def _run(site: deployed.Site) -> list[Table]:
+    tag, config, db = site.tag, site.config, site.db
     work = Path(tempfile.mkdtemp(prefix="supworker-bench-notifications-"))
     smtp = SmtpSink()
     try:
@@ -427,12 +420,12 @@ def run() -> list[Table]:
     except BaseException:
         smtp.stop()
         raise
-    env = deployed.isolated_env(
-        tag, redis_url, DATABASE_URL=database_url, LOG_DIR=str(work / "logs"),
+    env = site.env(
+        LOG_DIR=str(work / "logs"),
         FCM_ENDPOINT=f"http://127.0.0.1:{fcm.port}", FCM_ACCESS_TOKEN=TOKEN, FCM_PROJECT_ID=PROJECT,
         SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port), SMTP_SECURITY="none", EMAIL_RATE_PER_SECOND="0",
     )  # fmt: skip
-    bench = Bench(env, work, redis, db, fcm, smtp)
+    bench = Bench(env, work, site.redis, db, fcm, smtp)
     try:
         _with_channel(config, topology_declare)
         fcm.window()  # opens the push run's
@@ -457,11 +450,8 @@ def run() -> list[Table]:
         with db.cursor() as cursor:
             for table in ("notifications", "job_runs", "dead_letters"):
                 cursor.execute(f"DELETE FROM {table} WHERE job_id LIKE %s", [tag + "-%"])  # noqa: S608 - our names
-        db.close()
-        redis.flushdb()
         fcm.stop()
         smtp.stop()
-        settings.CONFIG = original
     print(f"(process output and logs in {work})")
     return [
         _table(push, simple, naive, mail, simple_mail, naive_mail, push_at_stand_in, floor),

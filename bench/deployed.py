@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,47 @@ def channel(config: Any) -> Iterator[Any]:
     finally:
         if connection.is_open:
             connection.close()
+
+
+@dataclass
+class Site:
+    """A benchmark's own corner of the servers `make run` uses: its tag (exchange, queue names and
+    job id prefix), its Redis database and the benchmark database (`bench_database`)."""
+
+    tag: str
+    config: Any  # settings.CONFIG with the tag's names: how this process declares, fills and reads them
+    redis_url: str
+    redis: Any  # redis.Redis on the benchmark's database
+    database_url: str
+    db: Any  # psycopg2 connection to the benchmark database, autocommit
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of the processes it starts: the operator's, with the site's names."""
+        return isolated_env(self.tag, self.redis_url, DATABASE_URL=self.database_url, **extra)
+
+
+@contextlib.contextmanager
+def own_site(prefix: str, redis_db: int) -> Iterator[Site]:
+    """A Site tagged `prefix` + 6 hex digits, with settings.CONFIG switched to its names while it
+    lasts; its Redis database is emptied before and after."""
+    from django.conf import settings
+    from redis import Redis
+
+    original = settings.CONFIG
+    tag = f"{prefix}{uuid.uuid4().hex[:6]}"
+    redis_url = with_redis_db(original.redis_url, redis_db)
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    database_url = bench_database(settings.DATABASES["default"])
+    db = psycopg2.connect(database_url)
+    db.autocommit = True
+    settings.CONFIG = config = own_config(original, tag, redis_url)
+    try:
+        yield Site(tag, config, redis_url, redis, database_url, db)
+    finally:
+        settings.CONFIG = original
+        db.close()
+        redis.flushdb()
 
 
 def isolated_env(tag: str, redis_url: str, **extra: str) -> dict[str, str]:
