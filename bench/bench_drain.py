@@ -186,9 +186,8 @@ def _check_backlog() -> None:
     from supworker.rabbit import topology
 
     queues = [source.queue for source in topology.sources()]
-    with deployed.channel(
-        settings.CONFIG
-    ) as channel:  # confirmed persistent messages are in their queues: the count is exact
+    # Confirmed persistent messages are in their queues: the count is exact.
+    with deployed.channel(settings.CONFIG) as channel:
         if (ready := sum(_ready(channel, queue) for queue in queues)) != MESSAGES:
             raise RuntimeError(f"{ready:,} messages ready in {queues} after {MESSAGES:,} confirms")
 

@@ -192,7 +192,7 @@ def test_sigterm_to_every_process_of_make_run_lets_each_finish_its_job_in_hand(t
     smtp = SlowSmtpServer(delay=0.03)
     smtp.start()
     # 4:4:4 chroma: transcoded. Small, so that the transcode in hand ends well within honcho's
-    # 5 s even on two loaded cores (640x360 took 6.5 s there, against a second idle).
+    # 5 s even on two loaded cores (a 640x360 clip's job took 6.3-6.7 s there).
     clip = tmp_path / "clip.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
            "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p", "-c:a", "aac",
